@@ -1,0 +1,42 @@
+# Two commands on a fresh machine (Python >= 3.10):
+#   make quickstart   create .venv if missing, install tdaeval, run `tdaeval quickstart`
+#   make test         create .venv if missing, install with the test and docs extras,
+#                     run the tests and build the docs with warnings as errors
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch avoids the multi-GB CUDA wheel on CPU machines; the
+# project's own requirement stays the plain range torch>=2.2.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: quickstart test docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" || echo "($(TORCH_PIN) not available here; pip resolves torch>=2.2 instead)"
+
+$(VENV)/.installed-core: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	touch $@
+
+quickstart: $(VENV)/.installed-core
+	$(BIN)/tdaeval quickstart
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+	$(MAKE) docs
+
+docs: $(VENV)/.installed-test
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_quickstart.py
+
+clean:
+	rm -rf $(VENV) docs/_build tdaeval-out .pytest_cache

@@ -1,0 +1,32 @@
+"""Attributors: the ``Attributor`` base, the registry and the built-in estimators.
+
+Use :func:`get` to build one by name, :func:`names` to list them, and
+:func:`resolve` to accept an instance, a function or a ``"module:Name"`` path.
+"""
+
+from tdaeval.attributors.base import (
+    Attributor,
+    FunctionAttributor,
+    get,
+    names,
+    register,
+    resolve,
+    validate_scores,
+)
+from tdaeval.attributors.gradient import GradCos, GradDot, TracIn, per_sample_grads
+from tdaeval.attributors.random import RandomAttributor
+
+__all__ = [
+    "Attributor",
+    "FunctionAttributor",
+    "GradCos",
+    "GradDot",
+    "RandomAttributor",
+    "TracIn",
+    "get",
+    "names",
+    "per_sample_grads",
+    "register",
+    "resolve",
+    "validate_scores",
+]

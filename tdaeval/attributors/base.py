@@ -1,0 +1,237 @@
+"""The ``Attributor`` plug-in point, the registry, and result validation."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from tdaeval.datasets import Data
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.task import Task
+
+__all__ = [
+    "Attributor",
+    "FunctionAttributor",
+    "register",
+    "get",
+    "names",
+    "resolve",
+    "validate_scores",
+]
+
+_REGISTRY: dict[str, type["Attributor"]] = {}
+
+
+class Attributor(ABC):
+    """Scores how much each training example supports each test example.
+
+    Subclasses set ``name``, take every parameter explicitly in ``__init__``
+    and implement :meth:`_attribute` (and :meth:`_fit` for train-side work
+    worth caching). :meth:`attribute` validates what they return.
+
+    Scores are ``[n_test, n_train]``; a positive score means the training
+    example supports the test example's measurement (METHODS.md §0).
+    """
+
+    name: ClassVar[str] = "attributor"
+
+    def fit(
+        self,
+        task: Task,
+        model: nn.Module,
+        train: Data,
+        checkpoints: Sequence[Any] | None = None,
+    ) -> "Attributor":
+        """Remember the task, the trained model and the training data; do train-side work.
+
+        Parameters
+        ----------
+        task : Task
+            Supplies the loss and the measurement.
+        model : nn.Module
+            The trained model to explain (left in eval mode).
+        train : Data
+            The ``n_train`` training examples scores refer to, in order.
+        checkpoints : sequence of Checkpoint, optional
+            Checkpoints of the training run (used by ``tracin``).
+
+        Returns
+        -------
+        Attributor
+            ``self``.
+        """
+        self.task_ = task
+        self.model_ = model
+        self.train_ = train
+        self.checkpoints_ = list(checkpoints) if checkpoints is not None else None
+        self._fit()
+        return self
+
+    def _fit(self) -> None:
+        """Train-side work (per-sample gradients, factorizations); optional."""
+
+    def attribute(self, test: Data) -> Tensor:
+        """Scores ``[n_test, n_train]`` for the ``test`` examples, validated."""
+        if not hasattr(self, "model_"):
+            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before attribute(); call fit() first.")
+        scores = self._attribute(test)
+        return validate_scores(scores, len(test), len(self.train_), self.display_name)
+
+    @abstractmethod
+    def _attribute(self, test: Data) -> Tensor:
+        """Unvalidated scores ``[n_test, n_train]``."""
+
+    @property
+    def display_name(self) -> str:
+        """Name used in messages and reports."""
+        return getattr(self, "_display_name", None) or self.name
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters and their current values (for provenance)."""
+        params = {}
+        for pname in inspect.signature(type(self).__init__).parameters:
+            if pname != "self" and hasattr(self, pname):
+                value = getattr(self, pname)
+                params[pname] = value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+        return params
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class FunctionAttributor(Attributor):
+    """Wraps a plain function ``fn(model, train, test) -> Tensor[n_test, n_train]``.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(model, train_data, test_data)`` with :class:`Data` sets.
+    name : str, optional
+        Display name; defaults to the function's name.
+    """
+
+    name = "function"
+
+    def __init__(self, fn: Callable[[nn.Module, Data, Data], Tensor], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"FunctionAttributor expects a callable 'fn'. Got {type(fn).__name__}.")
+        self.fn = fn
+        self._display_name = name or getattr(fn, "__name__", "function")
+
+    def _attribute(self, test: Data) -> Tensor:
+        return self.fn(self.model_, self.train_, test)
+
+
+def register(cls: type[Attributor]) -> type[Attributor]:
+    """Class decorator adding an attributor to the registry under ``cls.name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Attributor)):
+        raise ConfigError(f"register expects an Attributor subclass. Got {cls!r}.")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ConfigError(f"An attributor named {cls.name!r} is already registered ({_REGISTRY[cls.name].__name__}).")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Registered attributor names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **params: Any) -> Attributor:
+    """A registered attributor by name, or a ``"module:Name"`` import path, built with ``params``."""
+    if not isinstance(name, str):
+        raise ConfigError(f"Attributor names must be strings. Got {type(name).__name__}.")
+    if ":" in name:
+        return _from_import_path(name, params)
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown attributor {name!r}. Expected one of: {', '.join(names())}, or 'module:Name'.")
+    cls = _REGISTRY[name]
+    try:
+        return cls(**params)
+    except TypeError as err:
+        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise ConfigError(
+            f"Invalid parameters {sorted(params)} for attributor {name!r}: {err}. Accepted: {accepted}."
+        ) from err
+
+
+def _from_import_path(path: str, params: dict[str, Any]) -> Attributor:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"Cannot import module {module_name!r} for attributor {path!r}: {err}.") from err
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as err:
+        raise ConfigError(f"Module {module_name!r} has no attribute {attr!r} (attributor {path!r}).") from err
+    if isinstance(obj, type) and issubclass(obj, Attributor):
+        try:
+            return obj(**params)
+        except TypeError as err:
+            raise ConfigError(f"Invalid parameters {sorted(params)} for attributor {path!r}: {err}.") from err
+    if isinstance(obj, Attributor):
+        return obj
+    if callable(obj):
+        if params:
+            raise ConfigError(f"Attributor {path!r} is a plain function and takes no parameters. Got {sorted(params)}.")
+        return FunctionAttributor(obj, name=path)
+    raise ConfigError(f"{path!r} is neither an Attributor subclass nor a function (got {type(obj).__name__}).")
+
+
+def resolve(spec: Attributor | Callable | str, name: str | None = None) -> Attributor:
+    """Turn an instance, a plain function or a name/``"module:Name"`` string into an Attributor."""
+    if isinstance(spec, Attributor):
+        attributor = spec
+    elif isinstance(spec, str):
+        attributor = get(spec)
+    elif isinstance(spec, type) and issubclass(spec, Attributor):
+        attributor = spec()
+    elif callable(spec):
+        attributor = FunctionAttributor(spec, name=name)
+    else:
+        raise ConfigError(
+            f"Attributor {name or spec!r} must be an Attributor, a function (model, train, test) -> Tensor, "
+            f"or a registered name. Got {type(spec).__name__}."
+        )
+    if name is not None:
+        attributor._display_name = name
+    return attributor
+
+
+def validate_scores(scores: Any, n_test: int, n_train: int, attributor: str) -> Tensor:
+    """Check an attributor's output: a finite floating tensor ``[n_test, n_train]``.
+
+    Returns
+    -------
+    Tensor
+        The scores as float32 on the CPU.
+    """
+    if not isinstance(scores, Tensor):
+        raise AttributorError(
+            f"Attributor {attributor!r} must return a torch.Tensor of shape [n_test={n_test}, n_train={n_train}]. "
+            f"Got {type(scores).__name__}."
+        )
+    if tuple(scores.shape) != (n_test, n_train):
+        hint = " (it looks transposed: scores are [n_test, n_train])" if tuple(scores.shape) == (n_train, n_test) else ""
+        raise AttributorError(
+            f"Attributor {attributor!r} returned scores of shape {tuple(scores.shape)}; "
+            f"expected [n_test={n_test}, n_train={n_train}]{hint}."
+        )
+    if not torch.is_floating_point(scores):
+        raise AttributorError(f"Attributor {attributor!r} returned scores of dtype {scores.dtype}; expected a floating dtype.")
+    scores = scores.detach()
+    finite = torch.isfinite(scores)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise AttributorError(
+            f"Attributor {attributor!r} returned {bad} non-finite score(s) (NaN or inf) out of {scores.numel()}."
+        )
+    return scores.to("cpu", torch.float32)

@@ -1,0 +1,116 @@
+"""Embedded data: scikit-learn's bundled digits and synthetic regression.
+
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tdaeval.errors import ConfigError
+
+__all__ = ["Data", "load_digits", "make_regression"]
+
+
+@dataclass(frozen=True)
+class Data:
+    """A dataset held as two tensors; also a ``torch.utils.data.Dataset``.
+
+    Attributes
+    ----------
+    inputs : Tensor
+        ``[n, ...]`` features.
+    targets : Tensor
+        ``[n, ...]`` labels (int64 class ids) or regression targets.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inputs, Tensor) or not isinstance(self.targets, Tensor):
+            raise ConfigError("Data expects 'inputs' and 'targets' to be torch tensors.")
+        if self.inputs.shape[0] != self.targets.shape[0]:
+            raise ConfigError(
+                f"Data expects as many targets as inputs. Got {self.inputs.shape[0]} inputs "
+                f"and {self.targets.shape[0]} targets."
+            )
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.targets[index]
+
+    def subset(self, indices: Tensor) -> "Data":
+        """The examples at ``indices`` (a 1-D index tensor), in that order."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return Data(self.inputs[indices], self.targets[indices])
+
+    def to(self, device: str | torch.device) -> "Data":
+        """Both tensors on ``device``."""
+        return Data(self.inputs.to(device), self.targets.to(device))
+
+    def digest(self) -> str:
+        """sha256 of the tensors' bytes, shapes and dtypes (a cache-key part)."""
+        h = hashlib.sha256()
+        for t in (self.inputs, self.targets):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+
+def _split_sizes(n_total: int, n_train: int, n_test: int, owner: str) -> None:
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 2:
+        raise ConfigError(f"The 'n_train' parameter of {owner} must be an integer >= 2. Got {n_train!r} instead.")
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
+        raise ConfigError(f"The 'n_test' parameter of {owner} must be an integer >= 1. Got {n_test!r} instead.")
+    if n_train + n_test > n_total:
+        raise ConfigError(
+            f"The 'n_train' + 'n_test' parameters of {owner} must be at most {n_total}. "
+            f"Got {n_train} + {n_test} = {n_train + n_test} instead."
+        )
+
+
+def load_digits(n_train: int = 1400, n_test: int = 100, seed: int = 0) -> tuple[Data, Data]:
+    """scikit-learn's bundled 8x8 digits, shuffled with ``seed`` and split.
+
+    Returns
+    -------
+    tuple of Data
+        ``(train, test)``; inputs ``[n, 64]`` float32 scaled to [0, 1],
+        targets ``[n]`` int64 in 0..9.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    _split_sizes(len(bunch.target), n_train, n_test, "load_digits")
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    train_idx, test_idx = order[:n_train], order[n_train : n_train + n_test]
+    return Data(x[train_idx], y[train_idx]), Data(x[test_idx], y[test_idx])
+
+
+def make_regression(
+    n_train: int = 60, n_test: int = 20, n_features: int = 5, noise: float = 0.5, seed: int = 0
+) -> tuple[Data, Data]:
+    """Synthetic linear regression data ``y = x w + noise``.
+
+    Returns
+    -------
+    tuple of Data
+        ``(train, test)``; inputs ``[n, n_features]`` float64, targets ``[n]`` float64.
+    """
+    _split_sizes(10**12, n_train, n_test, "make_regression")
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    x = torch.randn(n, n_features, generator=g, dtype=torch.float64)
+    w = torch.randn(n_features, generator=g, dtype=torch.float64)
+    y = x @ w + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    return Data(x[:n_train], y[:n_train]), Data(x[n_train:], y[n_train:])

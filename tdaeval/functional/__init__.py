@@ -1,0 +1,20 @@
+"""Pure tensor math: rank correlations, LDS and bootstrap intervals.
+
+No I/O and no classes here; metrics in :mod:`tdaeval.metrics` wrap these.
+"""
+
+from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
+from tdaeval.functional.correlation import pearson, rankdata, spearman
+from tdaeval.functional.lds import lds, subset_predictions
+from tdaeval.functional.ranking import bootstrap_rank_intervals
+
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_rank_intervals",
+    "lds",
+    "nanmean_ci",
+    "pearson",
+    "rankdata",
+    "spearman",
+    "subset_predictions",
+]

@@ -1,0 +1,22 @@
+"""Gold standards built by retraining: specs, jobs, the artifact store and executors."""
+
+from tdaeval.groundtruth.executors import LocalExecutor, get_executor
+from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
+from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, subset_masks
+from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
+
+__all__ = [
+    "ArtifactStore",
+    "LDSGroundTruth",
+    "LDSSpec",
+    "LocalExecutor",
+    "TrainJob",
+    "build_lds_groundtruth",
+    "default_cache_dir",
+    "derive_seed",
+    "get_executor",
+    "job_key",
+    "lds_jobs",
+    "make_train_job",
+    "subset_masks",
+]

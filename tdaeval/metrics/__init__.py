@@ -1,0 +1,6 @@
+"""Metrics: each wraps math from :mod:`tdaeval.functional` and returns a :class:`MetricResult`."""
+
+from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names, register_metric
+from tdaeval.metrics.lds import LDS
+
+__all__ = ["LDS", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]

@@ -1,0 +1,92 @@
+"""The linear datamodeling score as a metric."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import tdaeval.functional as F
+from tdaeval.errors import ConfigError
+from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+
+__all__ = ["LDS"]
+
+
+@register_metric
+class LDS(Metric):
+    """Linear datamodeling score (Park et al. 2023; METHODS.md §1).
+
+    Per test point, the Spearman correlation over M subsets between the
+    retrained measurement (averaged over R seeds) and the additive prediction
+    ``Σ_{i∈S_j} scores[z, i]``; the value is the mean over test points with a
+    bootstrap CI over test points.
+
+    Parameters
+    ----------
+    n_subsets : int
+        M (>= 2).
+    alpha : float
+        Subset fraction in (0, 1).
+    n_seeds : int
+        R, seeds per subset.
+    seed : int
+        Seed of subset draws and training seeds.
+    n_bootstrap : int
+        Bootstrap resamples for the CI.
+    """
+
+    name = "lds"
+    higher_is_better = True
+    bounds = (-1.0, 1.0)
+    requires = frozenset({"lds"})
+
+    def __init__(self, n_subsets: int = 50, alpha: float = 0.5, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
+        self.spec = LDSSpec(n_subsets=n_subsets, alpha=alpha, n_seeds=n_seeds, seed=seed)
+        self.n_subsets, self.alpha, self.n_seeds, self.seed = n_subsets, alpha, n_seeds, seed
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+            raise ConfigError(f"The 'n_bootstrap' parameter of LDS must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        self.n_bootstrap = n_bootstrap
+
+    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> LDSGroundTruth:
+        return build_lds_groundtruth(task, self.spec, store, **kwargs)
+
+    def compute(self, scores: Tensor | Any, truth: LDSGroundTruth) -> MetricResult:
+        scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
+        if not isinstance(scores, Tensor) or scores.ndim != 2:
+            raise ConfigError(f"LDS expects scores as a Tensor [n_test, n_train]. Got {getattr(scores, 'shape', type(scores))}.")
+        n_test = truth.outputs.shape[2]
+        n_train = truth.masks.shape[1]
+        if tuple(scores.shape) != (n_test, n_train):
+            raise ConfigError(
+                f"LDS expects scores of shape [n_test={n_test}, n_train={n_train}] to match its ground truth. "
+                f"Got {tuple(scores.shape)}."
+            )
+        outputs = truth.mean_outputs if truth.higher_is_better else -truth.mean_outputs
+        per_test = F.lds(scores, truth.masks, outputs)
+        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
+        provenance = {
+            **truth.provenance,
+            "n_bootstrap": self.n_bootstrap,
+            "ci_level": 0.95,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        return MetricResult(
+            metric=self.name,
+            value=value,
+            ci=ci,
+            per_example=per_test,
+            higher_is_better=True,
+            n_nan=n_nan,
+            bounds=self.bounds,
+            provenance=provenance,
+        )
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The ground-truth spec as a dict."""
+        return asdict(self.spec)

@@ -1,0 +1,204 @@
+"""``evaluate``: train the reference model, build ground truth, run attributors, compute metrics."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
+from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.groundtruth.store import ArtifactStore
+from tdaeval.metrics.base import Metric, get_metric
+from tdaeval.suites.result import Entry, SuiteResult
+from tdaeval.task import Task
+from tdaeval.training import Checkpoint, train_model
+
+__all__ = ["evaluate", "builtin_attributors", "train_reference"]
+
+#: Attributors the quick start evaluates.
+BUILTIN_ATTRIBUTORS = ("random", "grad_dot", "grad_cos", "tracin")
+
+Progress = Callable[[str, int, int], None]
+
+
+def builtin_attributors() -> dict[str, Attributor]:
+    """Fresh instances of the built-in attributors, by name."""
+    return {name: get_attributor(name) for name in BUILTIN_ATTRIBUTORS if name in attributor_names()}
+
+
+def train_reference(
+    task: Task, seed: int = 0, n_checkpoints: int = 5, device: str = "cpu"
+) -> tuple[torch.nn.Module, list[Checkpoint]]:
+    """The model to explain: trained on all training data with ``seed``, plus its checkpoints.
+
+    Tasks that override ``train`` give no intermediate checkpoints; the final
+    model is then the only checkpoint (with the recipe's learning rate).
+    """
+    model = task.build_model(seed).to(device)
+    all_indices = torch.arange(task.n_train)
+    if type(task).train is Task.train:
+        run = train_model(task, model, all_indices, seed, n_checkpoints=n_checkpoints, device=device)
+        return run.model, run.checkpoints
+    model = task.train(model, all_indices, seed)
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    return model, [Checkpoint(epoch=task.recipe.epochs, lr=task.recipe.lr, params=params)]
+
+
+def _resolve_attributors(attributors: Any) -> dict[str, Attributor]:
+    if attributors is None:
+        return builtin_attributors()
+    if isinstance(attributors, (str, Attributor)) or callable(attributors) and not isinstance(attributors, Mapping):
+        attributors = [attributors]
+    if isinstance(attributors, Mapping):
+        resolved = {str(name): resolve(spec, name=str(name)) for name, spec in attributors.items()}
+    elif isinstance(attributors, Sequence):
+        resolved = {}
+        for spec in attributors:
+            attributor = resolve(spec)
+            if attributor.display_name in resolved:
+                raise ConfigError(f"Two attributors are named {attributor.display_name!r}; pass a dict to name them.")
+            resolved[attributor.display_name] = attributor
+    else:
+        raise ConfigError(f"The 'attributors' parameter of evaluate must be a dict, a list or None. Got {type(attributors).__name__}.")
+    if not resolved:
+        raise ConfigError("The 'attributors' parameter of evaluate is empty; give at least one attributor.")
+    return resolved
+
+
+def _resolve_metrics(metrics: Any) -> list[Metric]:
+    if isinstance(metrics, (str, Metric)):
+        metrics = [metrics]
+    if isinstance(metrics, Mapping):
+        return [get_metric(name, **(params or {})) for name, params in metrics.items()]
+    resolved = []
+    for spec in metrics:
+        if isinstance(spec, Metric):
+            resolved.append(spec)
+        elif isinstance(spec, str):
+            resolved.append(get_metric(spec))
+        else:
+            raise ConfigError(f"Metrics must be names or Metric instances. Got {type(spec).__name__}.")
+    if not resolved:
+        raise ConfigError("The 'metrics' parameter of evaluate is empty; give at least one metric.")
+    return resolved
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def evaluate(
+    task: Task,
+    attributors: Mapping[str, Attributor | Callable | str] | Sequence[Attributor | Callable | str] | None = None,
+    metrics: Sequence[str | Metric] | Mapping[str, dict] = ("lds",),
+    *,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    n_checkpoints: int = 5,
+    device: str = "cpu",
+    executor: Any = None,
+    on_error: str = "raise",
+    progress: Progress | None = None,
+) -> SuiteResult:
+    """Evaluate attributors on a task against gold-standard metrics.
+
+    Parameters
+    ----------
+    task : Task
+        What is explained, e.g. ``tdaeval.tasks.DigitsTask()``.
+    attributors : dict, list or None
+        ``{name: Attributor | function | "registered_name" | "module:Name"}``,
+        a list of those, or None for the built-ins (random, grad_dot, grad_cos, tracin).
+        A function is called as ``fn(model, train, test) -> Tensor[n_test, n_train]``.
+    metrics : list or dict
+        Metric names or instances (``["lds"]``), or ``{name: params}``.
+    cache_dir : str or Path, optional
+        Ground-truth store (default: the user cache directory).
+    seed : int
+        Seed of the reference model.
+    n_checkpoints : int
+        Checkpoints of the reference run kept for TracIn.
+    device : str
+        Where to train and attribute.
+    executor : str or executor, optional
+        Runs the retraining jobs (default ``"local"``).
+    on_error : {"raise", "record"}
+        On an attributor failure, raise, or record "could not run: reason" and go on.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    SuiteResult
+    """
+    if not isinstance(task, Task):
+        raise ConfigError(f"The 'task' parameter of evaluate must be a tdaeval Task. Got {type(task).__name__}.")
+    if on_error not in ("raise", "record"):
+        raise ConfigError(f"The 'on_error' parameter of evaluate must be 'raise' or 'record'. Got {on_error!r} instead.")
+    resolved = _resolve_attributors(attributors)
+    metric_objs = _resolve_metrics(metrics)
+    store = ArtifactStore(cache_dir)
+    report = progress or (lambda stage, done, total: None)
+
+    report("reference model", 0, 1)
+    model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device)
+    report("reference model", 1, 1)
+
+    truths = []
+    for metric in metric_objs:
+        stage = f"ground truth ({metric.name})"
+        truths.append(
+            metric.build_truth(task, store, device=device, executor=executor, progress=lambda d, t, s=stage: report(s, d, t))
+        )
+
+    entries: list[Entry] = []
+    for i, (name, attributor) in enumerate(resolved.items()):
+        report("attributors", i, len(resolved))
+        try:
+            start = time.perf_counter()
+            attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
+            fit_s = time.perf_counter() - start
+            start = time.perf_counter()
+            scores = attributor.attribute(task.test_data)
+            attribute_s = time.perf_counter() - start
+        except TdaevalError as err:
+            if on_error == "raise":
+                raise
+            entries.extend(Entry(name, m.name, None, error=str(err)) for m in metric_objs)
+            continue
+        except Exception as err:  # noqa: BLE001 - a user attributor may fail in any way
+            if on_error == "raise":
+                raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
+            entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
+            continue
+        cost = {"fit_s": fit_s, "attribute_s": attribute_s}
+        for metric, truth in zip(metric_objs, truths):
+            entries.append(Entry(name, metric.name, metric.compute(scores, truth), cost, attributor.get_params()))
+    report("attributors", len(resolved), len(resolved))
+
+    from tdaeval import __version__
+
+    provenance = {
+        "tdaeval": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git": _git_hash(),
+        "seed": seed,
+        "device": device,
+        "n_checkpoints": n_checkpoints,
+        "cache_dir": str(store.root),
+        "metrics": {m.name: m.get_params() for m in metric_objs},
+    }
+    return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)

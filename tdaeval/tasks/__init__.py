@@ -1,0 +1,21 @@
+"""Built-in tasks: digits classification and linear regression with closed-form LOO."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tdaeval.errors import ConfigError
+from tdaeval.task import Task
+from tdaeval.tasks.digits import DigitsTask, margin
+from tdaeval.tasks.linear import LinearRegressionTask
+
+__all__ = ["DigitsTask", "LinearRegressionTask", "margin", "get_task", "TASKS"]
+
+TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "linear_regression": LinearRegressionTask}
+
+
+def get_task(name: str, **params: Any) -> Task:
+    """Build a built-in task by name (``"digits"``, ``"linear_regression"``)."""
+    if name not in TASKS:
+        raise ConfigError(f"Unknown task {name!r}. Expected one of: {', '.join(sorted(TASKS))}.")
+    return TASKS[name](**params)

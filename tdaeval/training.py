@@ -1,0 +1,365 @@
+"""Training one model, or many small models at once with ``torch.func``.
+
+:func:`train_model` is a plain PyTorch loop (``torch.optim.SGD``).
+:func:`train_models` trains many models of the same task together: their
+parameters are stacked and one ``vmap(grad(...))`` call per step computes
+every model's gradient, each model with its own subset, seed, initialisation
+and batch order. Both use the same batch order (``torch.Generator`` seeded
+with the model's seed, one ``randperm`` per epoch) and, through
+:class:`tdaeval.nn.SeededDropout`, the same dropout masks, so they give the same
+models up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from tdaeval.datasets import Data
+from tdaeval.errors import ConfigError
+from tdaeval.nn import SeededDropout, dropout_generator, noise_words, seed_dropout, unseed_dropout
+from tdaeval.task import Task, TrainRecipe
+
+__all__ = ["Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs"]
+
+
+@dataclass
+class Checkpoint:
+    """Parameters saved at the end of an epoch, with the learning rate in use.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed when saved (1-based).
+    lr : float
+        Learning rate of the steps that led here (the TracIn weight).
+    params : dict of str to Tensor
+        Detached copies of the model's parameters.
+    """
+
+    epoch: int
+    lr: float
+    params: dict[str, Tensor]
+
+
+@dataclass
+class TrainRun:
+    """A trained model (in eval mode) and the checkpoints saved on the way."""
+
+    model: nn.Module
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    seed: int = 0
+
+
+def checkpoint_epochs(epochs: int, n_checkpoints: int) -> list[int]:
+    """Epochs (1-based) at which to save ``n_checkpoints`` evenly spaced checkpoints, last included."""
+    if n_checkpoints <= 0:
+        return []
+    n_checkpoints = min(n_checkpoints, epochs)
+    return sorted({max(1, round(epochs * (k + 1) / n_checkpoints)) for k in range(n_checkpoints)})
+
+
+def _as_indices(train_indices: Tensor | Sequence[int], n_train: int) -> Tensor:
+    idx = torch.as_tensor(train_indices, dtype=torch.long).flatten()
+    if idx.numel() == 0:
+        raise ConfigError("The 'train_indices' parameter must hold at least one index. Got an empty set.")
+    if int(idx.min()) < 0 or int(idx.max()) >= n_train:
+        raise ConfigError(
+            f"The 'train_indices' parameter must hold indices in [0, {n_train}). "
+            f"Got values from {int(idx.min())} to {int(idx.max())}."
+        )
+    return idx
+
+
+def train_model(
+    task: Task,
+    model: nn.Module,
+    train_indices: Tensor | Sequence[int],
+    seed: int,
+    *,
+    n_checkpoints: int = 0,
+    device: str | torch.device = "cpu",
+) -> TrainRun:
+    """Train ``model`` in place with the task's recipe, one model, plain PyTorch loop.
+
+    Parameters
+    ----------
+    task : Task
+        Supplies data, loss and recipe.
+    model : nn.Module
+        Initialised model (e.g. ``task.build_model(seed)``).
+    train_indices : Tensor
+        ``[k]`` indices into ``task.train_data``.
+    seed : int
+        Seeds the batch order and the dropout masks.
+    n_checkpoints : int
+        Evenly spaced end-of-epoch checkpoints to keep (the last is the final model).
+    device : str or torch.device
+        Where to train.
+
+    Returns
+    -------
+    TrainRun
+    """
+    recipe = task.recipe
+    idx = _as_indices(train_indices, task.n_train)
+    model = model.to(device)
+    x_all = task.train_data.inputs.to(device)
+    y_all = task.train_data.targets.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    generator = torch.Generator().manual_seed(int(seed))
+    save_at = set(checkpoint_epochs(recipe.epochs, n_checkpoints))
+    checkpoints: list[Checkpoint] = []
+    n = idx.numel()
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    model.train()
+    seed_dropout(model, int(seed))
+    for epoch in range(recipe.epochs):
+        order = idx[torch.randperm(n, generator=generator)].to(device)
+        for s in range(steps_per_epoch):
+            batch = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
+            loss = task.loss(model(x_all[batch]), y_all[batch]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if epoch + 1 in save_at:
+            params = {k: v.detach().clone() for k, v in model.named_parameters()}
+            checkpoints.append(Checkpoint(epoch=epoch + 1, lr=recipe.lr, params=params))
+    unseed_dropout(model)
+    model.eval()
+    return TrainRun(model=model, checkpoints=checkpoints, seed=int(seed))
+
+
+class StackedModels:
+    """``M`` models of one architecture held as stacked parameters ``[M, ...]``.
+
+    Parameters
+    ----------
+    template : nn.Module
+        A model of the architecture (its own weights are not used).
+    params, buffers : dict of str to Tensor
+        Stacked tensors, leading dimension ``M``.
+    """
+
+    def __init__(self, template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        self.template = copy.deepcopy(template).eval()
+        self.params = params
+        self.buffers = buffers
+
+    def __len__(self) -> int:
+        return int(next(iter(self.params.values())).shape[0])
+
+    @classmethod
+    def from_models(cls, models: Sequence[nn.Module]) -> "StackedModels":
+        """Stack the parameters and buffers of models of identical architecture."""
+        params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k, _ in models[0].named_parameters()}
+        buffers = {k: torch.stack([dict(m.named_buffers())[k].detach() for m in models]) for k, _ in models[0].named_buffers()}
+        return cls(models[0], params, buffers)
+
+    def model(self, index: int) -> nn.Module:
+        """Model ``index`` as an ordinary module in eval mode."""
+        model = copy.deepcopy(self.template)
+        model.load_state_dict({**{k: v[index] for k, v in self.params.items()}, **{k: v[index] for k, v in self.buffers.items()}})
+        return model.eval()
+
+    @torch.no_grad()
+    def measure(self, task: Task, data: Data | None = None) -> Tensor:
+        """Measurement of every model on ``data`` (default: the task's test split).
+
+        Returns
+        -------
+        Tensor
+            ``[M, n]`` float32.
+        """
+        data = task.test_data if data is None else data
+        device = next(iter(self.params.values())).device
+        x, y = data.inputs.to(device), data.targets.to(device)
+
+        def one(params: dict[str, Tensor], buffers: dict[str, Tensor]) -> Tensor:
+            return task.measurement(functional_call(self.template, (params, buffers), (x,)), y)
+
+        try:
+            return vmap(one)(self.params, self.buffers).float()
+        except RuntimeError:
+            return torch.stack([task.measure(self.model(i), data) for i in range(len(self))])
+
+
+def _trains_with_default_recipe(task: Task) -> bool:
+    return type(task).train is Task.train
+
+
+def train_models(
+    task: Task,
+    subsets: Sequence[Tensor] | Tensor,
+    seeds: Sequence[int],
+    *,
+    device: str | torch.device = "cpu",
+    batched: bool = True,
+) -> StackedModels:
+    """Train one model per ``(subset, seed)`` pair, all at once where possible.
+
+    Parameters
+    ----------
+    task : Task
+        Supplies data, model factory, loss and recipe.
+    subsets : sequence of Tensor or Tensor
+        ``M`` index tensors into ``task.train_data`` (or one ``[M, k]`` tensor).
+    seeds : sequence of int
+        ``M`` seeds; seed ``m`` initialises model ``m`` and orders its batches.
+    device : str or torch.device
+        Where to train.
+    batched : bool
+        Stack the models and train them with ``vmap``. Falls back to one at a
+        time (with a warning) when the task overrides ``train``, the subsets
+        differ in size, or ``vmap`` cannot run the model.
+
+    Returns
+    -------
+    StackedModels
+        The ``M`` trained models in the order given.
+    """
+    subsets = [_as_indices(s, task.n_train) for s in subsets]
+    seeds = [int(s) for s in seeds]
+    if len(subsets) != len(seeds):
+        raise ConfigError(
+            f"train_models expects one seed per subset. Got {len(subsets)} subsets and {len(seeds)} seeds."
+        )
+    if not subsets:
+        raise ConfigError("train_models expects at least one subset. Got none.")
+    same_size = len({s.numel() for s in subsets}) == 1
+    if batched and same_size and _trains_with_default_recipe(task):
+        try:
+            return _train_stacked(task, subsets, seeds, device)
+        except _VmapUnsupported as err:
+            warnings.warn(
+                f"Batched training is not possible for {type(task).__name__} ({err}); training one model at a time.",
+                stacklevel=2,
+            )
+    models = [task.train(task.build_model(seed).to(device), s, seed) for s, seed in zip(subsets, seeds)]
+    return StackedModels.from_models(models)
+
+
+class _VmapUnsupported(Exception):
+    pass
+
+
+@torch.no_grad()
+def _dropout_calls(template: nn.Module, x: Tensor) -> list[tuple[str, torch.Size, int]]:
+    """``(name, input shape, numel)`` of each SeededDropout call, in call order, for one model's batch ``x``."""
+    calls: list[tuple[str, torch.Size, int]] = []
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: calls.append((name, inp[0].shape, inp[0].numel())))
+        for name, m in template.named_modules()
+        if isinstance(m, SeededDropout) and m.p > 0
+    ]
+    template.eval()
+    try:
+        template(x)
+    finally:
+        template.train()
+        for h in handles:
+            h.remove()
+    names = [name for name, _, _ in calls]
+    if len(names) != len(set(names)):
+        raise _VmapUnsupported("a SeededDropout layer is called more than once per forward pass")
+    return calls
+
+
+def _epoch_noise_plan(
+    template: nn.Module,
+    x_all: Tensor,
+    order: Tensor,
+    batch_size: int,
+    cache: dict[int, list[tuple[str, torch.Size, int]]],
+) -> list[list[tuple[str, torch.Size, int]]]:
+    """Dropout draws of every step of one epoch, in the order a sequential run makes them."""
+    plan = []
+    for start in range(0, order.numel(), batch_size):
+        batch = order[start : start + batch_size]
+        if batch.numel() not in cache:
+            cache[batch.numel()] = _dropout_calls(template, x_all[batch])
+        plan.append(cache[batch.numel()])
+    return plan
+
+
+def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: str | torch.device) -> StackedModels:
+    recipe = task.recipe
+    models = [task.build_model(seed).to(device) for seed in seeds]
+    stacked = StackedModels.from_models(models)
+    template = copy.deepcopy(models[0]).train()
+    params = {k: v.clone() for k, v in stacked.params.items()}
+    buffers = {k: v.clone() for k, v in stacked.buffers.items()}
+    has_dropout = any(isinstance(m, SeededDropout) and m.p > 0 for m in template.modules())
+    order_generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    noise_generators = [dropout_generator(seed) for seed in seeds]
+    x_all = task.train_data.inputs.to(device)
+    y_all = task.train_data.targets.to(device)
+    subset_matrix = torch.stack(subsets).to(device)  # [M, k]
+    n = subset_matrix.shape[1]
+
+    def batch_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return task.loss(functional_call(template, (p, b), (x,)), y).mean()
+
+    per_model_grad = vmap(grad(batch_loss), randomness="different")
+    momentum_buffers: dict[str, Tensor] | None = None
+    dropout_calls: dict[int, list[tuple[str, torch.Size, int]]] = {}
+    first_step = True
+    for _ in range(recipe.epochs):
+        perms = torch.stack([torch.randperm(n, generator=g) for g in order_generators]).to(device)
+        orders = torch.gather(subset_matrix, 1, perms)  # [M, k]
+        if has_dropout:
+            # One draw per model and epoch, sliced in the order a sequential run draws.
+            plan = _epoch_noise_plan(template, x_all, orders[0], recipe.batch_size, dropout_calls)
+            total = sum(noise_words(numel) for step_calls in plan for _, _, numel in step_calls)
+            epoch_noise = torch.empty(len(seeds), total, dtype=torch.int64)
+            for row, g in zip(epoch_noise, noise_generators):
+                torch.randint(-(2**63), 2**63 - 1, (total,), generator=g, out=row)
+            epoch_noise = epoch_noise.to(device)
+            offset = 0
+        for s, start in enumerate(range(0, n, recipe.batch_size)):
+            batch = orders[:, start : start + recipe.batch_size]
+            if has_dropout:
+                for name, shape, numel in plan[s]:
+                    words = epoch_noise[:, offset : offset + noise_words(numel)]
+                    buffers[f"{name}.noise"] = words.view(torch.int16)[:, :numel].reshape(-1, *shape)
+                    offset += noise_words(numel)
+            try:
+                grads = per_model_grad(params, buffers, x_all[batch], y_all[batch])
+            except RuntimeError as err:
+                if first_step:
+                    raise _VmapUnsupported(str(err).splitlines()[0]) from err
+                raise
+            first_step = False
+            with torch.no_grad():
+                params, momentum_buffers = _sgd_update(params, grads, momentum_buffers, recipe)
+    for name in list(buffers):
+        if name.endswith(".noise") and isinstance(template.get_submodule(name[: -len(".noise")]), SeededDropout):
+            buffers[name] = torch.empty(len(seeds), 0, dtype=torch.int16, device=device)
+    return StackedModels(template, params, buffers)
+
+
+def _sgd_update(
+    params: dict[str, Tensor],
+    grads: dict[str, Tensor],
+    momentum_buffers: dict[str, Tensor] | None,
+    recipe: TrainRecipe,
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """One ``torch.optim.SGD`` step (momentum, no dampening, L2 weight decay) on stacked tensors."""
+    if recipe.weight_decay:
+        grads = {k: g + recipe.weight_decay * params[k] for k, g in grads.items()}
+    if recipe.momentum:
+        if momentum_buffers is None:
+            momentum_buffers = {k: g.clone() for k, g in grads.items()}
+        else:
+            momentum_buffers = {k: recipe.momentum * momentum_buffers[k] + g for k, g in grads.items()}
+        grads = momentum_buffers
+    return {k: params[k] - recipe.lr * grads[k] for k in params}, momentum_buffers
