@@ -26,7 +26,7 @@ def _console():
 
 
 def _fail(message: str, code: int) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False)
+    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

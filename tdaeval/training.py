@@ -168,7 +168,9 @@ class StackedModels:
     def model(self, index: int) -> nn.Module:
         """Model ``index`` as an ordinary module in eval mode."""
         model = copy.deepcopy(self.template)
-        model.load_state_dict({**{k: v[index] for k, v in self.params.items()}, **{k: v[index] for k, v in self.buffers.items()}})
+        persistent = model.state_dict().keys()
+        tensors = {**self.params, **self.buffers}
+        model.load_state_dict({k: tensors[k][index] for k in persistent})
         return model.eval()
 
     @torch.no_grad()

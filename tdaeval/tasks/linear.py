@@ -100,7 +100,7 @@ class LinearRegressionTask(Task):
         """Exact change of each test measurement when each training point is left out.
 
         Uses the Sherman–Morrison update
-        ``θ_{-i} = θ - A⁻¹ a_i r_i / (1 - h_ii)`` with ``A = XᵀX + R``,
+        ``θ_{-i} = θ + A⁻¹ a_i r_i / (1 - h_ii)`` with ``A = XᵀX + R``,
         ``r_i = a_iᵀθ - y_i`` and ``h_ii = a_iᵀ A⁻¹ a_i``.
 
         Returns
@@ -114,7 +114,7 @@ class LinearRegressionTask(Task):
         theta = a_inv @ a.T @ y
         residual = a @ theta - y  # [n_train]
         leverage = ((a @ a_inv) * a).sum(dim=1)  # [n_train]
-        delta = -(a_inv @ a.T) * (residual / (1.0 - leverage))  # [p, n_train]: θ_{-i} − θ
+        delta = (a_inv @ a.T) * (residual / (1.0 - leverage))  # [p, n_train]: θ_{-i} − θ
         test_a = self._design(self.test_data.inputs)
         base_pred = test_a @ theta  # [n_test]
         loo_pred = base_pred.unsqueeze(1) + test_a @ delta  # [n_test, n_train]

@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from tdaeval import attributors
+from tdaeval.attributors import Attributor, FunctionAttributor, get, names, resolve, validate_scores
+from tdaeval.errors import AttributorError, ConfigError
+
+
+def test_registry_lists_builtins():
+    assert {"random", "grad_dot", "grad_cos", "tracin"} <= set(names())
+    assert get("grad_dot", chunk_size=8).chunk_size == 8
+
+
+def test_unknown_name_and_bad_params_are_clear():
+    with pytest.raises(ConfigError, match="Unknown attributor 'nope'.*grad_dot"):
+        get("nope")
+    with pytest.raises(ConfigError, match="attributor 'random'"):
+        get("random", sead=1)
+    with pytest.raises(ConfigError, match="'chunk_size' parameter of GradDot"):
+        get("grad_dot", chunk_size=0)
+
+
+def test_module_path_class_and_function(small_logreg):
+    model = small_logreg.build_model(0)
+    cls_based = get("tests.attributors.plugin_example:InputSimilarity", scale=2.0)
+    fn_based = get("tests.attributors.plugin_example:input_dot")
+    a = cls_based.fit(small_logreg, model, small_logreg.train_data).attribute(small_logreg.test_data)
+    b = fn_based.fit(small_logreg, model, small_logreg.train_data).attribute(small_logreg.test_data)
+    torch.testing.assert_close(a, 2.0 * b)
+    assert fn_based.display_name == "tests.attributors.plugin_example:input_dot"
+
+
+@pytest.mark.parametrize(
+    "path,match",
+    [
+        ("no_such_module_xyz:Thing", "Cannot import module"),
+        ("tests.attributors.plugin_example:Missing", "has no attribute 'Missing'"),
+        ("tests.attributors.plugin_example:NOT_CALLABLE", "neither an Attributor subclass nor a function"),
+    ],
+)
+def test_module_path_errors(path, match):
+    with pytest.raises(ConfigError, match=match):
+        get(path)
+
+
+def test_resolve_accepts_instances_functions_classes_and_names():
+    from tests.attributors.plugin_example import InputSimilarity, input_dot
+
+    assert isinstance(resolve("random"), attributors.RandomAttributor)
+    assert isinstance(resolve(InputSimilarity), InputSimilarity)
+    wrapped = resolve(input_dot, name="mine")
+    assert isinstance(wrapped, FunctionAttributor) and wrapped.display_name == "mine"
+    with pytest.raises(ConfigError, match="must be an Attributor"):
+        resolve(42, name="x")
+
+
+def test_attribute_before_fit_is_an_error():
+    with pytest.raises(AttributorError, match="fit"):
+        get("random").attribute(None)
+
+
+@pytest.mark.parametrize(
+    "scores,match",
+    [
+        ([[1.0]], "must return a torch.Tensor"),
+        (torch.zeros(3, 2), r"shape \(3, 2\).*expected \[n_test=2, n_train=3\].*transposed"),
+        (torch.zeros(2, 4), r"shape \(2, 4\)"),
+        (torch.zeros(2, 3, dtype=torch.long), "floating dtype"),
+        (torch.tensor([[0.0, float("nan"), 1.0], [0.0, 0.0, float("inf")]]), "2 non-finite"),
+    ],
+)
+def test_validation_names_the_attributor(scores, match):
+    with pytest.raises(AttributorError, match="'mine'") as err:
+        validate_scores(scores, 2, 3, "mine")
+    assert err.match(match)
+
+
+def test_validation_returns_float32_cpu():
+    out = validate_scores(torch.ones(2, 3, dtype=torch.float64, requires_grad=True), 2, 3, "x")
+    assert out.dtype == torch.float32 and not out.requires_grad
+
+
+def test_random_is_seeded_and_centered(small_logreg):
+    model = small_logreg.build_model(0)
+    a = get("random", seed=1).fit(small_logreg, model, small_logreg.train_data).attribute(small_logreg.test_data)
+    b = get("random", seed=1).fit(small_logreg, model, small_logreg.train_data).attribute(small_logreg.test_data)
+    assert torch.equal(a, b) and abs(a.mean().item()) < 0.1
+
+
+def test_every_registered_attributor_meets_the_contract(small_digits):
+    """Common test over the registry: shape, dtype, finiteness, determinism."""
+    from tdaeval.training import train_model
+
+    run = train_model(small_digits, small_digits.build_model(0), torch.arange(small_digits.n_train), 0, n_checkpoints=2)
+    for name in names():
+        attributor = get(name)
+        attributor.fit(small_digits, run.model, small_digits.train_data, checkpoints=run.checkpoints)
+        first = attributor.attribute(small_digits.test_data)
+        assert first.shape == (small_digits.n_test, small_digits.n_train), name
+        assert first.dtype == torch.float32 and torch.isfinite(first).all(), name
+        assert torch.equal(first, attributor.attribute(small_digits.test_data)), name
+        assert isinstance(attributor, Attributor) and repr(attributor).startswith(type(attributor).__name__)
