@@ -1,6 +1,8 @@
 """Command line: ``tdaeval quickstart`` and ``tdaeval ls``.
 
-Exit codes: 0 success, 2 bad input or configuration, 3 runtime failure.
+Exit codes: 0 success; 2 bad input (a parameter, an unusable cache
+directory, an attributor that returns invalid scores); 3 runtime failure
+(e.g. an attributor that crashes).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.errors import AttributorError, ConfigError, StoreError, TdaevalError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate training data attribution methods.")
 
@@ -71,6 +73,9 @@ def quickstart(
     n_train: int = typer.Option(1400, "--n-train", help="Digits training points."),
     n_test: int = typer.Option(100, "--n-test", help="Digits test points."),
     seed: int = typer.Option(0, "--seed", help="Seed of the reference model and of the subsets."),
+    attributor: Optional[list[str]] = typer.Option(
+        None, "--attributor", "-a", help="Attributor to evaluate (registered name or module:Name); repeatable. Default: all built-ins."
+    ),
 ) -> None:
     """Train a digits MLP, build its LDS ground truth, evaluate every built-in attributor."""
     from tdaeval.metrics import LDS
@@ -89,12 +94,13 @@ def quickstart(
         except OSError as err:
             raise ConfigError(f"The output directory {str(out)!r} (--out) is not writable: {err.strerror or err}.") from err
         with _Progress() as progress:
-            result = evaluate(task, metrics=[metric], cache_dir=cache_dir, seed=seed, progress=progress)
-    except ConfigError as err:
+            result = evaluate(
+                task, attributors=attributor or None, metrics=[metric], cache_dir=cache_dir, seed=seed, progress=progress
+            )
+    except (ConfigError, StoreError, AttributorError) as err:
         _fail(str(err), EXIT_BAD_INPUT)
     except TdaevalError as err:
-        code = EXIT_BAD_INPUT if "cache directory" in str(err) else EXIT_RUNTIME
-        _fail(str(err), code)
+        _fail(str(err), EXIT_RUNTIME)
     result.to_json(out / "results.json")
     (out / "report.md").write_text(render_markdown(result))
     typer.echo(result.table())

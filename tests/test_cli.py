@@ -48,6 +48,29 @@ def test_unwritable_cache_dir_exits_2(tmp_path):
     assert res.exit_code == 2 and "not writable" in res.output and "Traceback" not in res.output
 
 
+def test_user_attributor_by_module_path(tmp_path):
+    args = ["quickstart", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), *SMALL]
+    res = runner.invoke(app, [*args, "-a", "tests.attributors.plugin_example:input_dot", "-a", "random"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert {r["attributor"] for r in doc["results"]} == {"tests.attributors.plugin_example:input_dot", "random"}
+
+
+@pytest.mark.parametrize(
+    "spec,code,match",
+    [
+        ("tests.attributors.plugin_example:nan_scores", 2, "non-finite"),
+        ("no_such_attributor", 2, "Unknown attributor 'no_such_attributor'"),
+        ("tests.attributors.plugin_example:crashes", 3, "RuntimeError: boom"),
+    ],
+)
+def test_bad_attributor_is_named_with_its_exit_code(tmp_path, spec, code, match):
+    args = ["quickstart", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), *SMALL]
+    res = runner.invoke(app, [*args, "-a", spec])
+    assert res.exit_code == code
+    assert match in res.output and spec in res.output and "Traceback" not in res.output
+
+
 def test_ls_lists_attributors_and_metrics():
     res = runner.invoke(app, ["ls"])
     assert res.exit_code == 0

@@ -20,3 +20,11 @@ def input_dot(model, train, test):
 
 
 NOT_CALLABLE = 3
+
+
+def nan_scores(model, train, test):
+    return torch.full((len(test), len(train)), float("nan"))
+
+
+def crashes(model, train, test):
+    raise RuntimeError("boom")
