@@ -94,12 +94,18 @@ def _finite_or_none(value: float) -> float | None:
 class Metric(ABC):
     """Compares attribution scores with a gold standard.
 
-    Class attributes
-    ----------------
+    Subclasses set the class attributes below, build their ground truth in
+    :meth:`build_truth` and compare scores with it in :meth:`compute`.
+
+    Attributes
+    ----------
     name : str
+        Registry name.
     higher_is_better : bool
+        Direction of the metric's value.
     bounds : tuple or None
-    requires : set of str
+        Range of possible values.
+    requires : frozenset of str
         Kinds of ground truth the metric needs (e.g. ``{"lds"}``).
     """
 
