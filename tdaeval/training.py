@@ -24,7 +24,15 @@ from torch.func import functional_call, vmap
 
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError
-from tdaeval.nn import SeededDropout, dropout_generator, noise_words, seed_dropout, unseed_dropout
+from tdaeval.nn import (
+    SeededDropout,
+    draw_words,
+    dropout_generator,
+    noise_words,
+    scaled_keep_mask,
+    seed_dropout,
+    unseed_dropout,
+)
 from tdaeval.task import Task, TrainRecipe
 
 __all__ = ["Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs"]
@@ -309,15 +317,18 @@ def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: 
     subset_matrix = torch.stack(subsets).to(device)  # [M, k]
     n = subset_matrix.shape[1]
 
-    def batch_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return task.loss(functional_call(template, (p, b), (x,)), y).mean()
+    def forward(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(template, (p, b), (x,))
 
-    # Forward under vmap, one ordinary backward: model m's loss depends only on
-    # its own slice of the stacked parameters, so the gradient of the sum of
-    # losses is every model's own gradient (cheaper than vmap(grad(...))).
-    per_model_loss = vmap(batch_loss, randomness="different")
+    # The forward runs under vmap; the per-example loss runs on the flattened
+    # [M * batch] outputs; one ordinary backward follows. Model m's loss depends
+    # only on its own slice of the stacked parameters, so the gradient of the
+    # sum of the models' mean losses is every model's own gradient.
+    stacked_forward = vmap(forward, randomness="different")
+    dropout_p = {n: m.p for n, m in template.named_modules() if isinstance(m, SeededDropout)}
     momentum_buffers: list[Tensor] | None = None
     dropout_calls: dict[int, list[tuple[str, torch.Size, int]]] = {}
+    noise_buffer: Tensor | None = None
     first_step = True
     for _ in range(recipe.epochs):
         perms = torch.stack([torch.randperm(n, generator=g) for g in order_generators]).to(device)
@@ -326,21 +337,25 @@ def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: 
             # One draw per model and epoch, sliced in the order a sequential run draws.
             plan = _epoch_noise_plan(template, x_all, orders[0], recipe.batch_size, dropout_calls)
             total = sum(noise_words(numel) for step_calls in plan for _, _, numel in step_calls)
-            epoch_noise = torch.empty(len(seeds), total, dtype=torch.int64)
-            for row, g in zip(epoch_noise, noise_generators):
-                torch.randint(-(2**63), 2**63 - 1, (total,), generator=g, out=row)
-            epoch_noise = epoch_noise.to(device)
+            if noise_buffer is None or noise_buffer.shape[1] != total:
+                noise_buffer = torch.empty(len(seeds), total, dtype=torch.int64)
+            for row, g in zip(noise_buffer, noise_generators):
+                row.copy_(draw_words(total, g))
+            epoch_noise = noise_buffer.to(device)
             offset = 0
         for s, start in enumerate(range(0, n, recipe.batch_size)):
             batch = orders[:, start : start + recipe.batch_size]
             if has_dropout:
                 for name, shape, numel in plan[s]:
                     words = epoch_noise[:, offset : offset + noise_words(numel)]
-                    buffers[f"{name}.noise"] = words.view(torch.int16)[:, :numel].reshape(-1, *shape)
+                    noise = words.view(torch.int16)[:, :numel].reshape(-1, *shape)
+                    buffers[f"{name}.mask"] = scaled_keep_mask(noise, dropout_p[name], x_all.dtype)
                     offset += noise_words(numel)
             try:
-                losses = per_model_loss(dict(zip(names, leaves)), buffers, x_all[batch], y_all[batch])
-                grads = torch.autograd.grad(losses.sum(), leaves)
+                outputs = stacked_forward(dict(zip(names, leaves)), buffers, x_all[batch])
+                n_models, batch_size = batch.shape
+                losses = task.loss(outputs.flatten(0, 1), y_all[batch].flatten(0, 1)).view(n_models, batch_size)
+                grads = torch.autograd.grad(losses.mean(dim=1).sum(), leaves)
             except RuntimeError as err:
                 if first_step:
                     raise _VmapUnsupported(str(err).splitlines()[0]) from err
@@ -348,9 +363,8 @@ def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: 
             first_step = False
             with torch.no_grad():
                 momentum_buffers = _sgd_step_(leaves, list(grads), momentum_buffers, recipe)
-    for name in list(buffers):
-        if name.endswith(".noise") and isinstance(template.get_submodule(name[: -len(".noise")]), SeededDropout):
-            buffers[name] = torch.empty(len(seeds), 0, dtype=torch.int16, device=device)
+    for name in dropout_p:
+        buffers[f"{name}.mask"] = torch.empty(len(seeds), 0, device=device)
     params = {k: leaf.detach() for k, leaf in zip(names, leaves)}
     return StackedModels(template, params, buffers)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tdaeval.nn import SeededDropout, draw_noise, dropout_generator, seed_dropout, unseed_dropout
+from tdaeval.nn import SeededDropout, draw_noise, dropout_generator, scaled_keep_mask, seed_dropout, unseed_dropout
 
 
 def test_identity_in_eval_mode():
@@ -19,14 +19,14 @@ def test_drop_rate_and_rescaling():
     assert out[kept].mean().item() == pytest.approx(1 / 0.7, rel=1e-3)
 
 
-def test_seeded_masks_repeat_and_noise_buffer_reproduces_them():
+def test_seeded_masks_repeat_and_mask_buffer_reproduces_them():
     layer = SeededDropout(0.2)
     seed_dropout(layer, 5)
     first = layer(torch.ones(3, 16))
     seed_dropout(layer, 5)
     assert torch.equal(layer(torch.ones(3, 16)), first)
     unseed_dropout(layer)
-    layer.noise = draw_noise(48, dropout_generator(5)).view(3, 16)
+    layer.mask = scaled_keep_mask(draw_noise(48, dropout_generator(5)).view(3, 16), 0.2)
     assert torch.equal(layer(torch.ones(3, 16)), first)
 
 

@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmark scripts: timing and the machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+
+
+def timeit(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
+    """Best (minimum) wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
+
+    The minimum is the least noisy estimate on a shared machine; both sides of
+    every comparison are timed the same way.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, Python and torch versions."""
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout.splitlines():
+            if line.startswith("Model name"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem = ""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages * size / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
