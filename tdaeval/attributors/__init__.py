@@ -14,14 +14,21 @@ from tdaeval.attributors.base import (
     validate_scores,
 )
 from tdaeval.attributors.gradient import GradCos, GradDot, TracIn, per_sample_grads
+from tdaeval.attributors.influence import Influence
 from tdaeval.attributors.random import RandomAttributor
+from tdaeval.attributors.representation import Representer, Similarity
+from tdaeval.attributors.trak import TRAK
 
 __all__ = [
     "Attributor",
     "FunctionAttributor",
     "GradCos",
     "GradDot",
+    "Influence",
     "RandomAttributor",
+    "Representer",
+    "Similarity",
+    "TRAK",
     "TracIn",
     "get",
     "names",

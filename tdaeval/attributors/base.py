@@ -80,6 +80,11 @@ class Attributor(ABC):
         """Scores ``[n_test, n_train]`` for the ``test`` examples, validated."""
         if not hasattr(self, "model_"):
             raise AttributorError(f"Attributor {self.display_name!r} must be fitted before attribute(); call fit() first.")
+        if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
+            raise AttributorError(
+                f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
+                f"but got test inputs of shape {tuple(test.inputs.shape)}."
+            )
         scores = self._attribute(test)
         return validate_scores(scores, len(test), len(self.train_), self.display_name)
 

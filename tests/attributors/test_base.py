@@ -100,3 +100,29 @@ def test_every_registered_attributor_meets_the_contract(small_digits):
         assert first.dtype == torch.float32 and torch.isfinite(first).all(), name
         assert torch.equal(first, attributor.attribute(small_digits.test_data)), name
         assert isinstance(attributor, Attributor) and repr(attributor).startswith(type(attributor).__name__)
+
+
+def test_every_registered_attributor_says_a_training_point_supports_its_own_copy(small_logreg):
+    """Orientation on a case with a known answer: a duplicated training point supports its copy."""
+    from tdaeval.training import train_model
+
+    task = small_logreg
+    run = train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=2)
+    copies = torch.arange(0, 40, 4)
+    test = task.train_data.subset(copies)
+    for name in names():
+        if name == "random":  # chance level by design, no orientation
+            continue
+        scores = get(name).fit(task, run.model, task.train_data, checkpoints=run.checkpoints).attribute(test)
+        own = scores[torch.arange(len(copies)), copies]
+        assert (own > 0).float().mean() >= 0.9, name
+        assert (own >= scores.median(dim=1).values).all(), name
+
+
+def test_mismatched_test_data_is_a_clear_error(small_logreg):
+    from tdaeval.datasets import Data
+
+    model = small_logreg.build_model(0)
+    attributor = get("grad_dot").fit(small_logreg, model, small_logreg.train_data)
+    with pytest.raises(AttributorError, match="'grad_dot' was fitted on inputs of shape \\[n, 64\\]"):
+        attributor.attribute(Data(torch.zeros(3, 10), torch.zeros(3, dtype=torch.long)))

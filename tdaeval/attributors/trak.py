@@ -1,0 +1,130 @@
+"""TRAK (Park et al. 2023): random projections of gradients and a linearised datamodel."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tdaeval.attributors.base import Attributor, register
+from tdaeval.attributors.gradient import per_sample_grads
+from tdaeval.datasets import Data
+from tdaeval.errors import ConfigError
+
+__all__ = ["TRAK", "random_projection"]
+
+
+def random_projection(vectors: Tensor, dim: int | None, seed: int, block: int = 4096) -> Tensor:
+    """Project rows ``[n, P]`` to ``[n, dim]`` with a seeded Gaussian matrix scaled by ``1/sqrt(dim)``.
+
+    The matrix is generated in blocks of ``block`` parameter rows, so it is
+    never held whole; the same seed gives the same matrix for every call.
+    ``dim=None`` returns the vectors unchanged.
+    """
+    if dim is None:
+        return vectors
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.zeros(vectors.shape[0], dim, dtype=vectors.dtype, device=vectors.device)
+    for start in range(0, vectors.shape[1], block):
+        stop = min(start + block, vectors.shape[1])
+        matrix = torch.randn(stop - start, dim, generator=generator).to(vectors.device, vectors.dtype)
+        out += vectors[:, start:stop] @ matrix
+    return out / dim**0.5
+
+
+@register
+class TRAK(Attributor):
+    """TRAK: ``score = φ(z)ᵀ (ΦᵀΦ + λI)⁻¹ Φᵀ ⊙ Q``, averaged over models.
+
+    ``φ = Pᵀ ∇θ f`` are projected gradients of the measurement (for
+    classification the margin, TRAK's model output ``log p/(1-p)``), ``Φ``
+    stacks them for the training points, and ``Q_i = 1 - p_i`` (the
+    probability of the correct class, ``sigmoid(margin)``) for classification
+    tasks measured by the margin, else 1. With ``n_models > 1`` the attributor
+    trains ``n_models - 1`` more models on the full training data with the
+    task's recipe (batched) and averages the first factor and ``Q`` over
+    models, as TRAK does.
+
+    Parameters
+    ----------
+    projection_dim : int, optional
+        k; ``None`` uses the unprojected gradients.
+    damping : float, optional
+        λ; default ``1e-3 · trace(ΦᵀΦ) / min(k, n_train)`` (a thousandth of the
+        mean non-zero eigenvalue of the Gram matrix).
+    n_models : int
+        Models averaged (the fitted one plus ``n_models - 1`` retrained).
+    seed : int
+        Seed of the projection and of the extra models.
+    chunk_size : int
+        Examples per per-sample-gradient call.
+    device : str, optional
+        Where to compute.
+    """
+
+    name = "trak"
+
+    def __init__(
+        self,
+        projection_dim: int | None = 512,
+        damping: float | None = None,
+        n_models: int = 1,
+        seed: int = 0,
+        chunk_size: int = 256,
+        device: str | None = None,
+    ) -> None:
+        if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1):
+            raise ConfigError(f"The 'projection_dim' parameter of TRAK must be None or an integer >= 1. Got {projection_dim!r} instead.")
+        if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
+            raise ConfigError(f"The 'n_models' parameter of TRAK must be an integer >= 1. Got {n_models!r} instead.")
+        if damping is not None and not damping >= 0:
+            raise ConfigError(f"The 'damping' parameter of TRAK must be None or >= 0. Got {damping!r} instead.")
+        self.projection_dim, self.damping, self.n_models = projection_dim, damping, n_models
+        self.seed, self.chunk_size, self.device = seed, chunk_size, device
+
+    def _models(self) -> list[torch.nn.Module]:
+        models = [self.model_]
+        if self.n_models > 1:
+            from tdaeval.groundtruth.jobs import derive_seed
+            from tdaeval.training import train_models
+
+            seeds = [derive_seed("trak", self.seed, m) for m in range(1, self.n_models)]
+            everything = torch.arange(len(self.train_))
+            stacked = train_models(self.task_, [everything] * len(seeds), seeds, device=self.device or "cpu")
+            models += [stacked.model(i) for i in range(len(seeds))]
+        return models
+
+    def _features(self, model: torch.nn.Module, data: Data, index: int) -> Tensor:
+        grads = per_sample_grads(model, self.task_.measurement, data, chunk_size=self.chunk_size, device=self.device)
+        return random_projection(grads.double(), self.projection_dim, seed=self.seed * 1000 + index)
+
+    def _q(self, model: torch.nn.Module, data: Data) -> Tensor:
+        if self.task_.measurement_name == "margin":
+            return torch.sigmoid(-self.task_.measure(model, data).double())
+        return torch.ones(len(data), dtype=torch.float64)
+
+    def _fit(self) -> None:
+        self.models_ = self._models()
+        self.kernels_, q_values = [], []
+        for index, model in enumerate(self.models_):
+            model.eval()
+            phi = self._features(model, self.train_, index)  # [n_train, k]
+            n, k = phi.shape
+            # (ΦᵀΦ + λI)⁻¹Φᵀ = Φᵀ(ΦΦᵀ + λI)⁻¹: solve in the smaller of the two dimensions.
+            gram = phi.T @ phi if k <= n else phi @ phi.T
+            damping = self.damping if self.damping is not None else 1e-3 * float(torch.trace(gram)) / min(n, k)
+            eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            if k <= n:
+                kernel = torch.linalg.solve(gram + damping * eye, phi.T)
+            else:
+                kernel = phi.T @ torch.linalg.inv(gram + damping * eye)
+            self.kernels_.append(kernel)  # [k, n_train]
+            q_values.append(self._q(model, self.train_))
+        self.q_ = torch.stack(q_values).mean(0)
+
+    def _attribute(self, test: Data) -> Tensor:
+        total = None
+        for index, (model, kernel) in enumerate(zip(self.models_, self.kernels_)):
+            term = self._features(model, test, index) @ kernel.to(self.device or "cpu")
+            total = term if total is None else total + term
+        sign = 1.0 if self.task_.higher_is_better else -1.0
+        return (sign * total / len(self.models_) * self.q_.to(total.device)).float()

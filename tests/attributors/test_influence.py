@@ -1,0 +1,81 @@
+import pytest
+import scipy.stats
+import torch
+
+from tdaeval.attributors import get
+from tdaeval.attributors._params import FlatParams, HessianOperator
+from tdaeval.errors import ConfigError
+from tdaeval.tasks import LinearRegressionTask
+
+
+@pytest.fixture(scope="module")
+def regression():
+    task = LinearRegressionTask(n_train=40, n_test=10, n_features=4, ridge=1e-9)
+    model = task.train(task.build_model(0), torch.arange(task.n_train), 0)
+    return task, model
+
+
+def _leverage(task):
+    a = torch.cat([task.train_data.inputs, torch.ones(task.n_train, 1, dtype=torch.float64)], 1)
+    return ((a @ torch.linalg.inv(a.T @ a)) * a).sum(1)
+
+
+def test_hessian_of_linear_regression_is_the_design_gram(regression):
+    task, model = regression
+    flat = FlatParams(model)
+    a = torch.cat([task.train_data.inputs, torch.ones(task.n_train, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(HessianOperator(task, flat, task.train_data, chunk_size=7).dense(), a.T @ a / task.n_train)
+
+
+def test_explicit_influence_is_first_order_leave_one_out(regression):
+    """Exact LOO for least squares is the influence estimate divided by (1 - h_ii) where the error keeps its sign."""
+    task, model = regression
+    scores = get("influence", solver="explicit", damping=0.0).fit(task, model, task.train_data).attribute(task.test_data)
+    loo = task.loo_effects()  # removal effect on the absolute error (lower is better): supports = positive
+    first_order = (loo * (1 - _leverage(task))).float()
+    a_test = torch.cat([task.test_data.inputs, torch.ones(task.n_test, 1, dtype=torch.float64)], 1)
+    base_error = a_test @ torch.cat([model.weight.detach().squeeze(0), model.bias.detach()]) - task.test_data.targets
+    far_from_zero = (base_error.abs() > 0.3).unsqueeze(1).expand_as(scores)  # no sign flip of the error on removal
+    torch.testing.assert_close(scores[far_from_zero], first_order[far_from_zero], atol=2e-5, rtol=1e-3)
+    spearman = [scipy.stats.spearmanr(scores[t], loo[t]).statistic for t in range(task.n_test)]
+    assert sum(spearman) / len(spearman) > 0.9
+
+
+@pytest.mark.parametrize(
+    "params,tolerance",
+    [({"solver": "cg", "tol": 1e-10}, 1e-4), ({"solver": "arnoldi", "arnoldi_rank": 5, "arnoldi_iter": 5}, 1e-4),
+     ({"solver": "lissa", "lissa_depth": 3000, "lissa_batch_size": 40}, 1e-3)],
+)
+def test_solvers_agree_with_explicit(regression, params, tolerance):
+    task, model = regression
+    reference = get("influence", solver="explicit", damping=0.05).fit(task, model, task.train_data).attribute(task.test_data)
+    scores = get("influence", damping=0.05, **params).fit(task, model, task.train_data).attribute(task.test_data)
+    scale = reference.abs().max()
+    assert (scores - reference).abs().max() / scale < tolerance * 10
+
+
+def test_cg_on_the_mlp_matches_explicit(small_digits):
+    from tdaeval.training import train_model
+
+    task = type(small_digits)(n_train=60, n_test=5, hidden=8, recipe=small_digits.recipe)
+    model = train_model(task, task.build_model(0), torch.arange(60), 0).model
+    explicit = get("influence", solver="explicit", damping=0.5).fit(task, model, task.train_data).attribute(task.test_data)
+    cg = get("influence", solver="cg", damping=0.5, tol=1e-8, max_iter=500).fit(task, model, task.train_data).attribute(task.test_data)
+    torch.testing.assert_close(cg, explicit, atol=1e-5 * float(explicit.abs().max()), rtol=1e-3)
+
+
+def test_cg_warns_when_it_does_not_converge(regression):
+    task, model = regression
+    attributor = get("influence", solver="cg", damping=0.0, max_iter=1).fit(task, model, task.train_data)
+    with pytest.warns(UserWarning, match="did not converge.*'damping'"):
+        attributor.attribute(task.test_data)
+
+
+def test_bad_parameters_and_explicit_size_limit(regression):
+    task, model = regression
+    with pytest.raises(ConfigError, match="'solver' parameter of Influence"):
+        get("influence", solver="newton")
+    with pytest.raises(ConfigError, match="'damping'"):
+        get("influence", damping=-1.0)
+    with pytest.raises(ConfigError, match="max_explicit_params=3"):
+        get("influence", solver="explicit", max_explicit_params=3).fit(task, model, task.train_data)
