@@ -17,7 +17,7 @@ def test_quickstart_writes_results_and_report(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "results.json").read_text())
     names = {r["attributor"] for r in doc["results"]}
-    assert names == {"random", "grad_dot", "grad_cos", "tracin"}
+    assert names == {"random", "grad_dot", "grad_cos", "tracin", "influence", "trak", "representer", "similarity"}
     for item in doc["results"]:
         assert {"attributor", "metric", "value", "ci", "higher_is_better", "per_example", "provenance", "cost"} <= item.keys()
     report = (out / "report.md").read_text()

@@ -21,8 +21,8 @@ from tdaeval.training import Checkpoint, train_model
 
 __all__ = ["evaluate", "builtin_attributors", "train_reference"]
 
-#: Attributors the quick start evaluates.
-BUILTIN_ATTRIBUTORS = ("random", "grad_dot", "grad_cos", "tracin")
+#: Attributors the quick start evaluates (every built-in estimator, defaults).
+BUILTIN_ATTRIBUTORS = ("random", "grad_dot", "grad_cos", "tracin", "influence", "trak", "representer", "similarity")
 
 Progress = Callable[[str, int, int], None]
 
@@ -120,7 +120,7 @@ def evaluate(
         What is explained, e.g. ``tdaeval.tasks.DigitsTask()``.
     attributors : dict, list or None
         ``{name: Attributor | function | "registered_name" | "module:Name"}``,
-        a list of those, or None for the built-ins (random, grad_dot, grad_cos, tracin).
+        a list of those, or None for every built-in estimator (``BUILTIN_ATTRIBUTORS``).
         A function is called as ``fn(model, train, test) -> Tensor[n_test, n_train]``.
     metrics : list or dict
         Metric names or instances (``["lds"]``), or ``{name: params}``.
