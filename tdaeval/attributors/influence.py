@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.attributors._params import FlatParams, HessianOperator
+from tdaeval.attributors.ekfac import apply_ekfac_inverse, fit_ekfac
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
@@ -26,7 +27,7 @@ from tdaeval.functional.linalg import conjugate_gradient, lanczos_eigenpairs, li
 
 __all__ = ["Influence"]
 
-SOLVERS = ("explicit", "cg", "lissa", "arnoldi")
+SOLVERS = ("explicit", "cg", "lissa", "arnoldi", "ekfac")
 
 
 @register
@@ -35,16 +36,21 @@ class Influence(Attributor):
 
     Parameters
     ----------
-    solver : {"explicit", "cg", "lissa", "arnoldi"}
+    solver : {"explicit", "cg", "lissa", "arnoldi", "ekfac"}
         ``explicit`` builds the dense Hessian (models up to ``max_explicit_params``);
         ``cg`` batched conjugate gradients; ``lissa`` stochastic Neumann series;
         ``arnoldi`` top eigenpairs by Lanczos iteration (Schioppa et al. 2022),
-        inverting only in their span.
-    damping : float
-        λ added to the Hessian's diagonal. The default 0.1 exceeds the most
-        negative eigenvalue of the digits MLP's Hessian (about -0.04), so that
-        ``H + λI`` is positive definite and CG converges; with 0.01 CG stops on
-        negative curvature there (a warning says so).
+        inverting only in their span; ``ekfac`` replaces the Hessian by the
+        eigenvalue-corrected Kronecker-factored Fisher of every ``nn.Linear``
+        layer (Grosse et al. 2023), with targets sampled from the model when
+        the task can sample them (``ekfac_sampled``).
+    damping : float, optional
+        λ added to the curvature's diagonal. Default (None): 0.1 for the
+        Hessian solvers — it exceeds the most negative eigenvalue of the digits
+        MLP's Hessian (about -0.04), so that ``H + λI`` is positive definite and
+        CG converges (with 0.01 CG stops on negative curvature there, and a
+        warning says so) — and, for ``ekfac``, 0.1 × the mean corrected
+        eigenvalue of each layer (the Fisher is positive semi-definite).
     max_iter : int
         CG iterations.
     tol : float
@@ -57,6 +63,8 @@ class Influence(Attributor):
         Lanczos and doubled).
     arnoldi_iter, arnoldi_rank : int
         Lanczos iterations and eigenpairs kept.
+    ekfac_sampled : bool
+        EK-FAC with sampled targets (Fisher) rather than observed ones (empirical Fisher).
     hessian_samples : int, optional
         Estimate ``H`` on a seeded sample of this many training points (default: all).
     chunk_size : int
@@ -74,7 +82,7 @@ class Influence(Attributor):
     def __init__(
         self,
         solver: str = "cg",
-        damping: float = 0.1,
+        damping: float | None = None,
         max_iter: int = 100,
         tol: float = 1e-6,
         lissa_depth: int = 200,
@@ -83,6 +91,7 @@ class Influence(Attributor):
         lissa_scale: float | None = None,
         arnoldi_iter: int = 100,
         arnoldi_rank: int = 50,
+        ekfac_sampled: bool = True,
         hessian_samples: int | None = None,
         chunk_size: int = 256,
         max_explicit_params: int = 10_000,
@@ -91,8 +100,8 @@ class Influence(Attributor):
     ) -> None:
         if solver not in SOLVERS:
             raise ConfigError(f"The 'solver' parameter of Influence must be one of {SOLVERS}. Got {solver!r} instead.")
-        if not damping >= 0:
-            raise ConfigError(f"The 'damping' parameter of Influence must be >= 0. Got {damping!r} instead.")
+        if damping is not None and not damping >= 0:
+            raise ConfigError(f"The 'damping' parameter of Influence must be None or >= 0. Got {damping!r} instead.")
         for pname, value in (
             ("max_iter", max_iter), ("lissa_depth", lissa_depth), ("lissa_repeats", lissa_repeats),
             ("lissa_batch_size", lissa_batch_size), ("arnoldi_iter", arnoldi_iter), ("arnoldi_rank", arnoldi_rank),
@@ -101,11 +110,14 @@ class Influence(Attributor):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"The {pname!r} parameter of Influence must be an integer >= 1. Got {value!r} instead.")
         self.solver = solver
-        self.damping = float(damping)
+        self.damping = None if damping is None else float(damping)
+        # The Hessian solvers need a number; ekfac keeps None for its per-layer heuristic.
+        self._hessian_damping = 0.1 if damping is None else float(damping)
         self.max_iter, self.tol = max_iter, tol
         self.lissa_depth, self.lissa_repeats, self.lissa_batch_size = lissa_depth, lissa_repeats, lissa_batch_size
         self.lissa_scale = lissa_scale
         self.arnoldi_iter, self.arnoldi_rank = arnoldi_iter, arnoldi_rank
+        self.ekfac_sampled = ekfac_sampled
         self.hessian_samples = hessian_samples
         self.chunk_size = chunk_size
         self.max_explicit_params = max_explicit_params
@@ -120,7 +132,9 @@ class Influence(Attributor):
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.hessian_samples]
             data = data.subset(pick)
         self.hessian_ = HessianOperator(self.task_, self.flat_, data, chunk_size=self.chunk_size)
-        if self.solver == "explicit":
+        if self.solver == "ekfac":
+            self.ekfac_ = fit_ekfac(self.task_, self.model_, data, sampled=self.ekfac_sampled, seed=self.seed, chunk_size=self.chunk_size)
+        elif self.solver == "explicit":
             if self.flat_.n_params > self.max_explicit_params:
                 raise ConfigError(
                     f"Influence(solver='explicit') builds a {self.flat_.n_params} x {self.flat_.n_params} Hessian; "
@@ -129,7 +143,7 @@ class Influence(Attributor):
                 )
             hessian = self.hessian_.dense().double()
             eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-            self.inverse_ = torch.linalg.inv(hessian + self.damping * eye)
+            self.inverse_ = torch.linalg.inv(hessian + self._hessian_damping * eye)
         elif self.solver == "arnoldi":
             values, vectors = lanczos_eigenpairs(
                 self.hessian_, self.flat_.n_params, self.arnoldi_iter, seed=self.seed, device=self.flat_.vector.device
@@ -138,7 +152,7 @@ class Influence(Attributor):
             self.eigenvectors_ = vectors[: self.arnoldi_rank]
         elif self.solver == "lissa" and self.lissa_scale is None:
             values, _ = lanczos_eigenpairs(self.hessian_, self.flat_.n_params, 20, seed=self.seed, device=self.flat_.vector.device)
-            self.scale_ = 2.0 * float(values.abs().max() + self.damping)
+            self.scale_ = 2.0 * float(values.abs().max() + self._hessian_damping)
         else:
             self.scale_ = self.lissa_scale
 
@@ -146,19 +160,23 @@ class Influence(Attributor):
         """``(H + λI)⁻¹ v`` for each row of ``vectors`` ``[k, P]``."""
         if self.solver == "explicit":
             return (vectors.double() @ self.inverse_).to(vectors.dtype)
+        if self.solver == "ekfac":
+            return apply_ekfac_inverse(self.ekfac_, vectors, self.damping)
         if self.solver == "cg":
-            solution, self.converged_ = conjugate_gradient(self.hessian_, vectors, self.damping, self.max_iter, self.tol)
+            solution, self.converged_ = conjugate_gradient(
+                self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol
+            )
             if not bool(self.converged_.all()):
                 warnings.warn(
                     f"Influence(solver='cg'): {int((~self.converged_).sum())} of {len(self.converged_)} test points did "
                     f"not converge in max_iter={self.max_iter} iterations (negative curvature or too few iterations); "
-                    f"raise 'damping' (now {self.damping}) or 'max_iter'.",
+                    f"raise 'damping' (now {self._hessian_damping}) or 'max_iter'.",
                     stacklevel=3,
                 )
             return solution
         if self.solver == "arnoldi":
             u = self.eigenvectors_.to(vectors.dtype)
-            coefficients = (vectors @ u.T) / (self.eigenvalues_.to(vectors.dtype) + self.damping)
+            coefficients = (vectors @ u.T) / (self.eigenvalues_.to(vectors.dtype) + self._hessian_damping)
             return coefficients @ u
         generator = torch.Generator().manual_seed(self.seed)
         n = len(self.hessian_.data)
@@ -171,7 +189,7 @@ class Influence(Attributor):
             operator = HessianOperator(self.task_, self.flat_, self.hessian_.data.subset(samples[step]), self.chunk_size)
             return operator(x)
 
-        return lissa(sampled_hvp, vectors, self.damping, self.scale_, self.lissa_depth, self.lissa_repeats)
+        return lissa(sampled_hvp, vectors, self._hessian_damping, self.scale_, self.lissa_depth, self.lissa_repeats)
 
     def _attribute(self, test: Data) -> Tensor:
         test_grads = test_measurement_grads(self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device)

@@ -114,3 +114,8 @@ class DigitsTask(Task):
 
     def measurement(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return margin(outputs, targets)
+
+    def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
+        """Labels drawn from the model's predictive distribution ``softmax(outputs)`` (for the Fisher)."""
+        probs = torch.softmax(outputs.detach().double(), dim=1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)

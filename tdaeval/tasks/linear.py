@@ -77,6 +77,11 @@ class LinearRegressionTask(Task):
     def measurement(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return (outputs.squeeze(-1) - targets).abs()
 
+    def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
+        """Targets ``y ~ N(prediction, 1)``, the model distribution of the squared loss (for the Fisher)."""
+        prediction = outputs.detach().squeeze(-1).cpu()
+        return prediction + torch.randn(prediction.shape, generator=generator, dtype=prediction.dtype)
+
     def _design(self, x: Tensor) -> Tensor:
         return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
 
