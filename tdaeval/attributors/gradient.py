@@ -15,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.errors import AttributorError, check_int_at_least
 from tdaeval.task import Task
 
 __all__ = ["per_sample_grads", "train_loss_grads", "test_measurement_grads", "GradDot", "GradCos", "TracIn"]
@@ -82,9 +82,7 @@ def test_measurement_grads(task: Task, model: nn.Module, data: Data, **kwargs) -
 
 
 def _check_chunk_size(chunk_size: int, owner: str) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(f"The 'chunk_size' parameter of {owner} must be an integer >= 1. Got {chunk_size!r} instead.")
-    return chunk_size
+    return check_int_at_least("chunk_size", owner, chunk_size, 1)
 
 
 @register

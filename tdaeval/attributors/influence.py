@@ -22,7 +22,7 @@ from tdaeval.attributors.ekfac import apply_ekfac_inverse, fit_ekfac
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.functional.linalg import conjugate_gradient, lanczos_eigenpairs, lissa
 
 __all__ = ["Influence"]
@@ -107,8 +107,7 @@ class Influence(Attributor):
             ("lissa_batch_size", lissa_batch_size), ("arnoldi_iter", arnoldi_iter), ("arnoldi_rank", arnoldi_rank),
             ("chunk_size", chunk_size),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"The {pname!r} parameter of Influence must be an integer >= 1. Got {value!r} instead.")
+            check_int_at_least(pname, "Influence", value, 1)
         self.solver = solver
         self.damping = None if damping is None else float(damping)
         # The Hessian solvers need a number; ekfac keeps None for its per-layer heuristic.

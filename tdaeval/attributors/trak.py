@@ -8,7 +8,7 @@ from torch import Tensor
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 
 __all__ = ["TRAK", "random_projection"]
 
@@ -74,8 +74,7 @@ class TRAK(Attributor):
     ) -> None:
         if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1):
             raise ConfigError(f"The 'projection_dim' parameter of TRAK must be None or an integer >= 1. Got {projection_dim!r} instead.")
-        if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
-            raise ConfigError(f"The 'n_models' parameter of TRAK must be an integer >= 1. Got {n_models!r} instead.")
+        check_int_at_least("n_models", "TRAK", n_models, 1)
         if damping is not None and not damping >= 0:
             raise ConfigError(f"The 'damping' parameter of TRAK must be None or >= 0. Got {damping!r} instead.")
         self.projection_dim, self.damping, self.n_models = projection_dim, damping, n_models
