@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tdaeval.attributors._linear import collect_linear_factors, linear_layers
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError
 from tdaeval.task import Task
 
 __all__ = ["EKFACFactors", "fit_ekfac", "apply_ekfac_inverse"]
@@ -39,22 +39,6 @@ class EKFACFactors:
     n_params: int
 
 
-def _qualified(module: str, parameter: str) -> str:
-    return f"{module}.{parameter}" if module else parameter
-
-
-def _linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    covered = {_qualified(name, p) for name, m in layers for p, _ in m.named_parameters(recurse=False)}
-    others = [name for name, _ in model.named_parameters() if name not in covered]
-    if others:
-        raise AttributorError(
-            f"Attributor 'influence' with solver='ekfac' supports models whose parameters all belong to nn.Linear "
-            f"layers; these do not: {others[:5]}. Use solver='cg', 'lissa' or 'arnoldi'."
-        )
-    return layers
-
-
 def fit_ekfac(
     task: Task, model: nn.Module, data: Data, *, sampled: bool = True, seed: int = 0, chunk_size: int = 256
 ) -> EKFACFactors:
@@ -67,43 +51,18 @@ def fit_ekfac(
         (``task.sample_targets``) — the Fisher / Gauss–Newton; with False, or
         when the task cannot sample, the observed targets (empirical Fisher).
     """
-    model.eval()
-    layers = _linear_layers(model)
-    device = next(iter(model.parameters())).device
+    layers = linear_layers(model, strict="Attributor 'influence' with solver='ekfac'")
     generator = torch.Generator().manual_seed(seed)
     sampler = getattr(task, "sample_targets", None) if sampled else None
-    activations: dict[str, Tensor] = {}
-    outputs: dict[str, Tensor] = {}
-
-    def save_input(name: str):
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            activations[name] = inputs[0].detach()
-            output.retain_grad()
-            outputs[name] = output
-
-        return hook
-
-    handles = [m.register_forward_hook(save_input(name)) for name, m in layers]
-    stats = {name: {"a": [], "s": []} for name, _ in layers}
-    try:
-        for start in range(0, len(data), chunk_size):
-            x = data.inputs[start : start + chunk_size].to(device)
-            y = data.targets[start : start + chunk_size].to(device)
-            out = model(x)
-            if sampler is not None:
-                y = sampler(out.detach(), generator).to(device)
-            model.zero_grad(set_to_none=True)
-            task.loss(out, y).sum().backward()
-            for name, m in layers:
-                a = activations[name].reshape(-1, m.in_features)
-                if m.bias is not None:
-                    a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
-                stats[name]["a"].append(a.double())
-                stats[name]["s"].append(outputs[name].grad.reshape(-1, m.out_features).double())
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
+    collected = collect_linear_factors(
+        model,
+        layers,
+        task.loss,
+        data,
+        chunk_size=chunk_size,
+        targets=(lambda out, y: sampler(out, generator)) if sampler is not None else None,
+        per_example=False,
+    )
 
     flat_offsets, position = {}, 0
     for pname, p in model.named_parameters():
@@ -111,16 +70,15 @@ def fit_ekfac(
         position += p.numel()
     factors = []
     for name, m in layers:
-        a = torch.cat(stats[name]["a"])
-        s = torch.cat(stats[name]["s"])
+        a, s = (t.double() for t in collected[name])
         n = a.shape[0]
         _, q_in = torch.linalg.eigh(a.T @ a / n)
         _, q_out = torch.linalg.eigh(s.T @ s / n)
         eigenvalues = ((s @ q_out) ** 2).T @ ((a @ q_in) ** 2) / n  # [out, in(+1)]
         factors.append(
             _LayerFactors(
-                weight=_qualified(name, "weight"),
-                bias=_qualified(name, "bias") if m.bias is not None else None,
+                weight=f"{name}.weight" if name else "weight",
+                bias=(f"{name}.bias" if name else "bias") if m.bias is not None else None,
                 q_in=q_in,
                 q_out=q_out,
                 eigenvalues=eigenvalues,

@@ -1,7 +1,10 @@
 """Gradient-similarity attributors: Grad-Dot, Grad-Cos and TracIn.
 
-Per-sample gradients come from ``torch.func.vmap(grad(...))`` in chunks, never
-from a Python loop over examples. The test side differentiates the
+For models made of ``nn.Linear`` layers, pairwise gradient products use the
+layer-wise factorisation (activations × output gradients,
+:mod:`tdaeval.attributors._linear`) and never form per-example gradients;
+otherwise per-sample gradients come from ``torch.func.vmap(grad(...))`` in
+chunks, never from a Python loop over examples. The test side differentiates the
 measurement turned into a "badness" (``-f`` when higher is better), the train
 side the training loss, so that a positive dot product means that a gradient
 step on the training example improves the test measurement (supports it).
@@ -9,16 +12,29 @@ step on the training example improves the test measurement (supports it).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from tdaeval.attributors._linear import collect_linear_factors, factored_dot, factored_sq_norms, linear_layers
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, check_int_at_least
 from tdaeval.task import Task
 
-__all__ = ["per_sample_grads", "train_loss_grads", "test_measurement_grads", "GradDot", "GradCos", "TracIn"]
+__all__ = [
+    "GradientSet",
+    "gradient_set",
+    "per_sample_grads",
+    "train_loss_grads",
+    "test_measurement_grads",
+    "GradDot",
+    "GradCos",
+    "TracIn",
+]
 
 
 def per_sample_grads(
@@ -77,8 +93,67 @@ def train_loss_grads(task: Task, model: nn.Module, data: Data, **kwargs) -> Tens
 
 def test_measurement_grads(task: Task, model: nn.Module, data: Data, **kwargs) -> Tensor:
     """Per-example gradients of the measurement oriented as a loss (``-f`` if higher is better)."""
+    return per_sample_grads(model, _measurement_objective(task), data, **kwargs)
+
+
+def _measurement_objective(task: Task):
     sign = -1.0 if task.higher_is_better else 1.0
-    return per_sample_grads(model, lambda out, y: sign * task.measurement(out, y), data, **kwargs)
+    return lambda out, y: sign * task.measurement(out, y)
+
+
+@dataclass
+class GradientSet:
+    """Per-example gradients of ``n`` examples, dense ``[n, P]`` or factored per ``nn.Linear`` layer."""
+
+    dense: Tensor | None = None
+    factors: dict[str, tuple[Tensor, Tensor]] | None = None
+
+    def dot(self, other: "GradientSet") -> Tensor:
+        """``[n_self, n_other]`` inner products of the full gradients."""
+        if self.factors is not None and other.factors is not None:
+            return factored_dot(self.factors, other.factors)
+        return self.dense @ other.dense.T
+
+    def sq_norms(self) -> Tensor:
+        """``[n]`` squared gradient norms."""
+        if self.factors is not None:
+            return factored_sq_norms(self.factors)
+        return (self.dense * self.dense).sum(1)
+
+
+def gradient_set(
+    model: nn.Module,
+    objective,
+    data: Data,
+    *,
+    params: dict[str, Tensor] | None = None,
+    chunk_size: int = 256,
+    device: str | torch.device | None = None,
+    factorized: bool | None = None,
+) -> GradientSet:
+    """Per-example gradients of ``objective`` at ``params`` (default: the model's own).
+
+    ``factorized=None`` factors them when every parameter sits in an
+    ``nn.Linear`` layer with 2-D inputs, else computes them densely; True
+    insists on the factorisation (an error otherwise), False never uses it.
+    """
+    if factorized is not False:
+        local = model
+        if params is not None or device is not None:
+            local = copy.deepcopy(model)
+            if params is not None:
+                local.load_state_dict({**local.state_dict(), **params})
+            if device is not None:
+                local = local.to(device)
+        layers = linear_layers(local)
+        factors = collect_linear_factors(local, layers, objective, data, chunk_size=chunk_size) if layers else None
+        if factors is not None:
+            return GradientSet(factors={k: (a.float(), s.float()) for k, (a, s) in factors.items()})
+        if factorized:
+            raise AttributorError(
+                "factorized=True needs a model whose parameters all sit in nn.Linear layers with 2-D inputs."
+            )
+    return GradientSet(dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device))
 
 
 def _check_chunk_size(chunk_size: int, owner: str) -> int:
@@ -92,35 +167,38 @@ class GradDot(Attributor):
     Parameters
     ----------
     chunk_size : int
-        Examples per per-sample-gradient call.
+        Examples per gradient pass.
     device : str, optional
         Where to compute (default: the model's device).
+    factorized : bool, optional
+        Layer-wise factorisation for ``nn.Linear`` models (default: when it applies).
     """
 
     name = "grad_dot"
     normalize = False
 
-    def __init__(self, chunk_size: int = 256, device: str | None = None) -> None:
+    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
         self.chunk_size = _check_chunk_size(chunk_size, type(self).__name__)
         self.device = device
+        self.factorized = factorized
+
+    def _gradients(self, objective, data: Data, params: dict[str, Tensor] | None = None) -> GradientSet:
+        return gradient_set(
+            self.model_, objective, data, params=params, chunk_size=self.chunk_size, device=self.device,
+            factorized=self.factorized,
+        )
 
     def _fit(self) -> None:
         self.model_.eval()
-        self.train_grads_ = train_loss_grads(
-            self.task_, self.model_, self.train_, chunk_size=self.chunk_size, device=self.device
-        )
-        if self.normalize:
-            self.train_grads_ = _unit_rows(self.train_grads_)
+        self.train_grads_ = self._gradients(self.task_.loss, self.train_)
+        self.train_norms_ = self.train_grads_.sq_norms().sqrt().clamp_min(1e-12) if self.normalize else None
 
     def _attribute(self, test: Data) -> Tensor:
-        test_grads = test_measurement_grads(self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device)
+        test_grads = self._gradients(_measurement_objective(self.task_), test)
+        scores = test_grads.dot(self.train_grads_)
         if self.normalize:
-            test_grads = _unit_rows(test_grads)
-        return test_grads @ self.train_grads_.T
-
-
-def _unit_rows(g: Tensor) -> Tensor:
-    return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            scores = scores / test_grads.sq_norms().sqrt().clamp_min(1e-12)[:, None] / self.train_norms_[None, :]
+        return scores
 
 
 @register
@@ -149,16 +227,21 @@ class TracIn(Attributor):
     Parameters
     ----------
     chunk_size : int
-        Examples per per-sample-gradient call.
+        Examples per gradient pass.
     device : str, optional
         Where to compute (default: the model's device).
+    factorized : bool, optional
+        Layer-wise factorisation for ``nn.Linear`` models (default: when it applies).
     """
 
     name = "tracin"
 
-    def __init__(self, chunk_size: int = 256, device: str | None = None) -> None:
+    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
         self.chunk_size = _check_chunk_size(chunk_size, "TracIn")
         self.device = device
+        self.factorized = factorized
+
+    _gradients = GradDot._gradients
 
     def _fit(self) -> None:
         if not self.checkpoints_:
@@ -167,17 +250,12 @@ class TracIn(Attributor):
                 "(tdaeval.training.train_model(..., n_checkpoints=k) records them)."
             )
         self.model_.eval()
-        self.train_grads_ = [
-            train_loss_grads(self.task_, self.model_, self.train_, params=c.params, chunk_size=self.chunk_size, device=self.device)
-            for c in self.checkpoints_
-        ]
+        self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self.checkpoints_]
 
     def _attribute(self, test: Data) -> Tensor:
         total = None
+        objective = _measurement_objective(self.task_)
         for checkpoint, train_grads in zip(self.checkpoints_, self.train_grads_):
-            test_grads = test_measurement_grads(
-                self.task_, self.model_, test, params=checkpoint.params, chunk_size=self.chunk_size, device=self.device
-            )
-            term = checkpoint.lr * (test_grads @ train_grads.T)
+            term = checkpoint.lr * self._gradients(objective, test, checkpoint.params).dot(train_grads)
             total = term if total is None else total + term
         return total

@@ -84,3 +84,32 @@ def test_grad_dot_on_regression_uses_the_error_directly(linear_task):
     test_g = _loop_grads(linear_task, model, linear_task.test_data, linear_task.measurement)
     train_g = _loop_grads(linear_task, model, linear_task.train_data, linear_task.loss)
     torch.testing.assert_close(scores, (test_g @ train_g.T).float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["grad_dot", "grad_cos", "tracin"])
+def test_layerwise_factorisation_equals_dense_gradients(trained, name):
+    task, run = trained
+    kwargs = dict(checkpoints=run.checkpoints)
+    factored = get(name, factorized=True).fit(task, run.model, task.train_data, **kwargs)
+    dense = get(name, factorized=False).fit(task, run.model, task.train_data, **kwargs)
+    assert dense.train_grads_ is not None
+    torch.testing.assert_close(factored.attribute(task.test_data), dense.attribute(task.test_data), atol=1e-5, rtol=1e-4)
+    first = factored.train_grads_[0] if name == "tracin" else factored.train_grads_
+    assert first.dense is None and first.factors is not None  # no [n, P] per-example gradients held
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(10))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_models_with_other_parameters_fall_back_to_dense_gradients(small_logreg):
+    model = torch.nn.Sequential(small_logreg.build_model(0), _Scaled())
+    auto = get("grad_dot").fit(small_logreg, model, small_logreg.train_data)
+    assert auto.train_grads_.dense is not None
+    with pytest.raises(AttributorError, match="factorized=True"):
+        get("grad_dot", factorized=True).fit(small_logreg, model, small_logreg.train_data)
