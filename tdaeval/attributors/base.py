@@ -117,7 +117,7 @@ class FunctionAttributor(Attributor):
     Parameters
     ----------
     fn : callable
-        Called as ``fn(model, train_data, test_data)`` with :class:`Data` sets.
+        Called as ``fn(model, train_data, test_data)`` with :class:`~tdaeval.datasets.Data` sets.
     name : str, optional
         Display name; defaults to the function's name.
     """

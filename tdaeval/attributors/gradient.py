@@ -2,7 +2,7 @@
 
 For models made of ``nn.Linear`` layers, pairwise gradient products use the
 layer-wise factorisation (activations × output gradients,
-:mod:`tdaeval.attributors._linear`) and never form per-example gradients;
+``tdaeval.attributors._linear``) and never form per-example gradients;
 otherwise per-sample gradients come from ``torch.func.vmap(grad(...))`` in
 chunks, never from a Python loop over examples. The test side differentiates the
 measurement turned into a "badness" (``-f`` when higher is better), the train

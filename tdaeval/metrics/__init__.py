@@ -1,4 +1,4 @@
-"""Metrics: each wraps math from :mod:`tdaeval.functional` and returns a :class:`MetricResult`."""
+"""Metrics: each wraps math from :mod:`tdaeval.functional` and returns a :class:`~tdaeval.metrics.MetricResult`."""
 
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names, register_metric
 from tdaeval.metrics.lds import LDS
