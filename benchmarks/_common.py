@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,8 +14,13 @@ def timeit(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
     """Best (minimum) wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
 
     The minimum is the least noisy estimate on a shared machine; both sides of
-    every comparison are timed the same way.
+    a comparison must be timed the same way.
     """
+    return min(measure(fn, repeat=repeat, warmup=warmup))
+
+
+def measure(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of each of ``repeat`` runs of ``fn()``, after ``warmup`` untimed runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -22,11 +28,21 @@ def timeit(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def median(times: list[float]) -> float:
+    """Median of a list of timings."""
+    return statistics.median(times)
+
+
+def spread(times: list[float]) -> str:
+    """``min–max`` of a list of timings, for the noise column of a table."""
+    return f"{min(times):.3g}–{max(times):.3g}"
 
 
 def machine() -> str:
-    """One line: CPU model, cores, memory, Python and torch versions."""
+    """One line: CPU model, cores, memory, accelerator, Python and torch versions, torch threads."""
     import torch
 
     cpu = platform.processor() or "unknown CPU"
