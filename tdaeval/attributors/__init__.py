@@ -18,6 +18,7 @@ from tdaeval.attributors.influence import Influence
 from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
 from tdaeval.attributors.trak import TRAK
+from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
 __all__ = [
     "Attributor",
