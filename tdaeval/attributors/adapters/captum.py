@@ -1,0 +1,1 @@
+"""Adapter for captum (being written)."""

@@ -1,0 +1,1 @@
+"""Adapter for quanda (being written)."""

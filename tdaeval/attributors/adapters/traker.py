@@ -1,0 +1,1 @@
+"""Adapter for traker (being written)."""
