@@ -17,6 +17,7 @@ from tdaeval.attributors.gradient import GradCos, GradDot, TracIn, per_sample_gr
 from tdaeval.attributors.influence import Influence
 from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
+from tdaeval.attributors.source import FastSource, Source
 from tdaeval.attributors.trak import TRAK
 from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
@@ -29,6 +30,8 @@ __all__ = [
     "RandomAttributor",
     "Representer",
     "Similarity",
+    "Source",
+    "FastSource",
     "TRAK",
     "TracIn",
     "get",

@@ -1,15 +1,15 @@
-"""Flat parameter vectors and Hessian-vector products of the mean training loss (used by influence and TRAK)."""
+"""Flat parameter vectors and Hessian / Gauss–Newton vector products of the mean training loss (used by influence and TRAK)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from tdaeval.datasets import Data
 from tdaeval.task import Task
 
-__all__ = ["FlatParams", "HessianOperator"]
+__all__ = ["FlatParams", "HessianOperator", "GaussNewtonOperator"]
 
 
 class FlatParams:
@@ -105,3 +105,25 @@ class HessianOperator:
         eye = torch.eye(self.n_params, dtype=self.flat.vector.dtype, device=self.flat.vector.device)
         hessian = self(eye)
         return (hessian + hessian.T) / 2
+
+
+class GaussNewtonOperator(HessianOperator):
+    """Mean Gauss–Newton matrix ``G = (1/n) Σ_i J_iᵀ ∇²_o L(z_i) J_i`` applied to batches of vectors.
+
+    ``J_i`` is the Jacobian of the model outputs w.r.t. the parameters and
+    ``∇²_o L`` the Hessian of the loss w.r.t. the outputs. ``G`` is positive
+    semi-definite for convex losses (cross-entropy, squared error) and equals
+    the Hessian for linear models; parameters as :class:`HessianOperator`.
+    """
+
+    def __init__(self, task: Task, flat: FlatParams, data: Data, chunk_size: int = 512, vector_chunk: int = 64) -> None:
+        super().__init__(task, flat, data, chunk_size, vector_chunk)
+
+        def gnvp(v: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            outputs, pullback = vjp(lambda theta: flat.forward(theta, x), flat.vector)
+            _, j_v = jvp(lambda theta: flat.forward(theta, x), (flat.vector,), (v,))
+            loss_grad = grad(lambda o: task.loss(o, y).sum())
+            _, h_j_v = jvp(loss_grad, (outputs,), (j_v,))
+            return pullback(h_j_v)[0]
+
+        self._hvp = vmap(gnvp, in_dims=(0, None, None))

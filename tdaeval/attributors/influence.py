@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from tdaeval.attributors._params import FlatParams, HessianOperator
+from tdaeval.attributors._params import FlatParams, GaussNewtonOperator, HessianOperator
 from tdaeval.attributors.ekfac import apply_ekfac_inverse, fit_ekfac
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
@@ -27,7 +27,7 @@ from tdaeval.functional.linalg import conjugate_gradient, lanczos_eigenpairs, li
 
 __all__ = ["Influence"]
 
-SOLVERS = ("explicit", "cg", "lissa", "arnoldi", "ekfac")
+SOLVERS = ("explicit", "cg", "lissa", "arnoldi", "ekfac", "astra")
 
 
 @register
@@ -36,14 +36,18 @@ class Influence(Attributor):
 
     Parameters
     ----------
-    solver : {"explicit", "cg", "lissa", "arnoldi", "ekfac"}
+    solver : {"explicit", "cg", "lissa", "arnoldi", "ekfac", "astra"}
         ``explicit`` builds the dense Hessian (models up to ``max_explicit_params``);
         ``cg`` batched conjugate gradients; ``lissa`` stochastic Neumann series;
         ``arnoldi`` top eigenpairs by Lanczos iteration (Schioppa et al. 2022),
         inverting only in their span; ``ekfac`` replaces the Hessian by the
         eigenvalue-corrected Kronecker-factored Fisher of every ``nn.Linear``
         layer (Grosse et al. 2023), with targets sampled from the model when
-        the task can sample them (``ekfac_sampled``).
+        the task can sample them (``ekfac_sampled``); ``astra`` (Wang et al.
+        2025) refines the EK-FAC solution by EK-FAC-preconditioned stochastic
+        gradient descent with momentum on ``½xᵀ(G + λI)x − gᵀx``, ``G`` the
+        Gauss–Newton matrix (positive semi-definite, as in the paper; it equals
+        the Hessian for linear models), so it solves ``(G + λI)⁻¹ g``.
     damping : float, optional
         λ added to the curvature's diagonal. Default (None): 0.1 for the
         Hessian solvers — it exceeds the most negative eigenvalue of the digits
@@ -63,6 +67,14 @@ class Influence(Attributor):
         Lanczos and doubled).
     arnoldi_iter, arnoldi_rank : int
         Lanczos iterations and eigenpairs kept.
+    astra_iter, astra_lr, astra_momentum, astra_batch_size, astra_halve_every : int, float, float, int, int
+        ASTRA's iterations (200), step size (0.05; with 256-point Hessian samples
+        the error of the solution grows with it: 0.09 relative to the exact
+        solve on the digits MLP at 0.05, 0.19 at 0.2, divergence at 0.5), heavy-ball momentum (0.9), training points per
+        Hessian-vector product (256, a seeded sample each step; all points
+        when it exceeds them) and the period of halving the step size (50).
+        ASTRA uses the Hessian damping (0.1 by default) in both the quadratic
+        and its EK-FAC preconditioner.
     ekfac_sampled : bool
         EK-FAC with sampled targets (Fisher) rather than observed ones (empirical Fisher).
     hessian_samples : int, optional
@@ -91,6 +103,11 @@ class Influence(Attributor):
         lissa_scale: float | None = None,
         arnoldi_iter: int = 100,
         arnoldi_rank: int = 50,
+        astra_iter: int = 200,
+        astra_lr: float = 0.05,
+        astra_momentum: float = 0.9,
+        astra_batch_size: int = 256,
+        astra_halve_every: int = 50,
         ekfac_sampled: bool = True,
         hessian_samples: int | None = None,
         chunk_size: int = 256,
@@ -105,7 +122,8 @@ class Influence(Attributor):
         for pname, value in (
             ("max_iter", max_iter), ("lissa_depth", lissa_depth), ("lissa_repeats", lissa_repeats),
             ("lissa_batch_size", lissa_batch_size), ("arnoldi_iter", arnoldi_iter), ("arnoldi_rank", arnoldi_rank),
-            ("chunk_size", chunk_size),
+            ("chunk_size", chunk_size), ("astra_iter", astra_iter), ("astra_batch_size", astra_batch_size),
+            ("astra_halve_every", astra_halve_every),
         ):
             check_int_at_least(pname, "Influence", value, 1)
         self.solver = solver
@@ -116,6 +134,12 @@ class Influence(Attributor):
         self.lissa_depth, self.lissa_repeats, self.lissa_batch_size = lissa_depth, lissa_repeats, lissa_batch_size
         self.lissa_scale = lissa_scale
         self.arnoldi_iter, self.arnoldi_rank = arnoldi_iter, arnoldi_rank
+        if not astra_lr > 0:
+            raise ConfigError(f"The 'astra_lr' parameter of Influence must be > 0. Got {astra_lr!r} instead.")
+        if not 0 <= astra_momentum < 1:
+            raise ConfigError(f"The 'astra_momentum' parameter of Influence must be in [0, 1). Got {astra_momentum!r} instead.")
+        self.astra_iter, self.astra_lr, self.astra_momentum = astra_iter, float(astra_lr), float(astra_momentum)
+        self.astra_batch_size, self.astra_halve_every = astra_batch_size, astra_halve_every
         self.ekfac_sampled = ekfac_sampled
         self.hessian_samples = hessian_samples
         self.chunk_size = chunk_size
@@ -131,7 +155,9 @@ class Influence(Attributor):
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.hessian_samples]
             data = data.subset(pick)
         self.hessian_ = HessianOperator(self.task_, self.flat_, data, chunk_size=self.chunk_size)
-        if self.solver == "ekfac":
+        if self.solver == "astra":
+            self.gauss_newton_ = GaussNewtonOperator(self.task_, self.flat_, data, chunk_size=self.chunk_size)
+        if self.solver in ("ekfac", "astra"):
             self.ekfac_ = fit_ekfac(self.task_, self.model_, data, sampled=self.ekfac_sampled, seed=self.seed, chunk_size=self.chunk_size)
         elif self.solver == "explicit":
             if self.flat_.n_params > self.max_explicit_params:
@@ -161,6 +187,8 @@ class Influence(Attributor):
             return (vectors.double() @ self.inverse_).to(vectors.dtype)
         if self.solver == "ekfac":
             return apply_ekfac_inverse(self.ekfac_, vectors, self.damping)
+        if self.solver == "astra":
+            return self._astra(vectors)
         if self.solver == "cg":
             solution, self.converged_ = conjugate_gradient(
                 self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol
@@ -189,6 +217,31 @@ class Influence(Attributor):
             return operator(x)
 
         return lissa(sampled_hvp, vectors, self._hessian_damping, self.scale_, self.lissa_depth, self.lissa_repeats)
+
+    def _astra(self, vectors: Tensor) -> Tensor:
+        """EK-FAC-preconditioned heavy-ball SGD on ``½xᵀ(G + λI)x − vᵀx`` (G: Gauss–Newton), started at the EK-FAC solution."""
+        damping = self._hessian_damping
+
+        def precondition(x: Tensor) -> Tensor:
+            return apply_ekfac_inverse(self.ekfac_, x, damping)
+
+        data = self.hessian_.data
+        generator = torch.Generator().manual_seed(self.seed)
+        solution = precondition(vectors)
+        velocity = torch.zeros_like(solution)
+        lr = self.astra_lr
+        for step in range(self.astra_iter):
+            if step and step % self.astra_halve_every == 0:
+                lr /= 2
+            if self.astra_batch_size < len(data):
+                pick = torch.randperm(len(data), generator=generator)[: self.astra_batch_size]
+                operator = GaussNewtonOperator(self.task_, self.flat_, data.subset(pick), self.chunk_size)
+            else:
+                operator = self.gauss_newton_
+            gradient = operator(solution) + damping * solution - vectors
+            velocity = self.astra_momentum * velocity + precondition(gradient)
+            solution = solution - lr * velocity
+        return solution
 
     def _attribute(self, test: Data) -> Tensor:
         test_grads = test_measurement_grads(self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device)

@@ -44,7 +44,8 @@ def test_explicit_influence_is_first_order_leave_one_out(regression):
 @pytest.mark.parametrize(
     "params,tolerance",
     [({"solver": "cg", "tol": 1e-10}, 1e-4), ({"solver": "arnoldi", "arnoldi_rank": 5, "arnoldi_iter": 5}, 1e-4),
-     ({"solver": "lissa", "lissa_depth": 3000, "lissa_batch_size": 40}, 1e-3)],
+     ({"solver": "lissa", "lissa_depth": 3000, "lissa_batch_size": 40}, 1e-3),
+     ({"solver": "astra", "astra_batch_size": 10_000, "astra_lr": 0.5}, 1e-4)],
 )
 def test_solvers_agree_with_explicit(regression, params, tolerance):
     task, model = regression
@@ -64,6 +65,32 @@ def test_cg_on_the_mlp_matches_explicit(small_digits):
     torch.testing.assert_close(cg, explicit, atol=1e-5 * float(explicit.abs().max()), rtol=1e-3)
 
 
+def test_astra_refines_the_ekfac_solution_on_the_mlp(small_digits):
+    """ASTRA starts at the EK-FAC solution and converges to (G + λI)⁻¹ g (G: dense Gauss–Newton), with sampled batches too."""
+    from tdaeval.attributors._params import GaussNewtonOperator
+    from tdaeval.attributors.gradient import test_measurement_grads as measurement_grads
+    from tdaeval.training import train_model
+
+    task = type(small_digits)(n_train=120, n_test=4, hidden=8, recipe=small_digits.recipe)
+    model = train_model(task, task.build_model(0), torch.arange(120), 0).model
+    vectors = measurement_grads(task, model, task.test_data).double()
+    ekfac_solver = get("influence", solver="ekfac", damping=0.1).fit(task, model, task.train_data)
+    gauss_newton = GaussNewtonOperator(task, ekfac_solver.flat_, task.train_data).dense().double()
+    assert torch.linalg.eigvalsh(gauss_newton).min() > -1e-6  # PSD, unlike this under-trained MLP's Hessian
+    eye = torch.eye(gauss_newton.shape[0], dtype=torch.float64)
+    exact = torch.linalg.solve(gauss_newton + 0.1 * eye, vectors.T).T
+
+    def error(**params):
+        solver = get("influence", damping=0.1, **params).fit(task, model, task.train_data)
+        return float((solver.inverse_hvp(vectors.float()).double() - exact).norm() / exact.norm())
+
+    ekfac = error(solver="ekfac")
+    sampled = error(solver="astra", astra_batch_size=32, astra_iter=100)
+    full = error(solver="astra", astra_batch_size=120, astra_iter=100)
+    assert full < 5e-3 < 0.1 < ekfac
+    assert sampled < ekfac / 4
+
+
 def test_cg_warns_when_it_does_not_converge(regression):
     task, model = regression
     attributor = get("influence", solver="cg", damping=0.0, max_iter=1).fit(task, model, task.train_data)
@@ -77,5 +104,9 @@ def test_bad_parameters_and_explicit_size_limit(regression):
         get("influence", solver="newton")
     with pytest.raises(ConfigError, match="'damping'"):
         get("influence", damping=-1.0)
+    with pytest.raises(ConfigError, match="'astra_lr'"):
+        get("influence", solver="astra", astra_lr=0.0)
+    with pytest.raises(ConfigError, match="'astra_momentum'"):
+        get("influence", solver="astra", astra_momentum=1.0)
     with pytest.raises(ConfigError, match="max_explicit_params=3"):
         get("influence", solver="explicit", max_explicit_params=3).fit(task, model, task.train_data)
