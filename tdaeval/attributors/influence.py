@@ -68,9 +68,8 @@ class Influence(Attributor):
     arnoldi_iter, arnoldi_rank : int
         Lanczos iterations and eigenpairs kept.
     astra_iter, astra_lr, astra_momentum, astra_batch_size, astra_halve_every : int, float, float, int, int
-        ASTRA's iterations (200), step size (0.05; with 256-point Hessian samples
-        the error of the solution grows with it: 0.09 relative to the exact
-        solve on the digits MLP at 0.05, 0.19 at 0.2, divergence at 0.5), heavy-ball momentum (0.9), training points per
+        ASTRA's iterations (200), step size (0.05: the sampling noise in the
+        solution grows with it; at 0.5 it diverges on the digits MLP), heavy-ball momentum (0.9), training points per
         Hessian-vector product (256, a seeded sample each step; all points
         when it exceeds them) and the period of halving the step size (50).
         ASTRA uses the Hessian damping (0.1 by default) in both the quadratic

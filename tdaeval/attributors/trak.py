@@ -10,7 +10,36 @@ from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
 
-__all__ = ["TRAK", "random_projection"]
+__all__ = ["TRAK", "GaussianProjection", "random_projection"]
+
+
+class GaussianProjection:
+    """A seeded Gaussian matrix ``[P, dim]`` scaled by ``1/sqrt(dim)``, applied block by block.
+
+    The matrix is generated in blocks of ``block`` parameter rows; the blocks
+    are kept (float32) when the whole matrix fits in ``cache_bytes``, else
+    regenerated at every call. The same seed gives the same matrix.
+    """
+
+    def __init__(self, n_params: int, dim: int, seed: int, block: int = 4096, cache_bytes: int = 2**28) -> None:
+        self.n_params, self.dim, self.seed, self.block = n_params, dim, seed, block
+        self._blocks: list[Tensor] | None = list(self._generate()) if n_params * dim * 4 <= cache_bytes else None
+
+    def _generate(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        for start in range(0, self.n_params, self.block):
+            yield torch.randn(min(self.block, self.n_params - start), self.dim, generator=generator)
+
+    def __call__(self, vectors: Tensor) -> Tensor:
+        """``[n, P]`` → ``[n, dim]`` in the dtype of ``vectors``."""
+        if vectors.shape[1] != self.n_params:
+            raise ConfigError(f"GaussianProjection expects vectors [n, {self.n_params}]. Got {tuple(vectors.shape)}.")
+        out = torch.zeros(vectors.shape[0], self.dim, dtype=vectors.dtype, device=vectors.device)
+        blocks = self._blocks if self._blocks is not None else self._generate()
+        for index, matrix in enumerate(blocks):
+            start = index * self.block
+            out += vectors[:, start : start + matrix.shape[0]] @ matrix.to(vectors.device, vectors.dtype)
+        return out / self.dim**0.5
 
 
 def random_projection(vectors: Tensor, dim: int | None, seed: int, block: int = 4096) -> Tensor:
@@ -22,13 +51,7 @@ def random_projection(vectors: Tensor, dim: int | None, seed: int, block: int = 
     """
     if dim is None:
         return vectors
-    generator = torch.Generator().manual_seed(seed)
-    out = torch.zeros(vectors.shape[0], dim, dtype=vectors.dtype, device=vectors.device)
-    for start in range(0, vectors.shape[1], block):
-        stop = min(start + block, vectors.shape[1])
-        matrix = torch.randn(stop - start, dim, generator=generator).to(vectors.device, vectors.dtype)
-        out += vectors[:, start:stop] @ matrix
-    return out / dim**0.5
+    return GaussianProjection(vectors.shape[1], dim, seed, block, cache_bytes=0)(vectors)
 
 
 @register
@@ -62,6 +85,8 @@ class TRAK(Attributor):
     """
 
     name = "trak"
+    #: Bytes of per-sample gradients held at once while featurising.
+    memory_budget = 2**27
 
     def __init__(
         self,
@@ -93,8 +118,18 @@ class TRAK(Attributor):
         return models
 
     def _features(self, model: torch.nn.Module, data: Data, index: int) -> Tensor:
-        grads = per_sample_grads(model, self.task_.measurement, data, chunk_size=self.chunk_size, device=self.device)
-        return random_projection(grads.double(), self.projection_dim, seed=self.seed * 1000 + index)
+        """Projected measurement gradients ``[n, k]`` (float64), per-sample gradients taken in row chunks."""
+        n_params = sum(p.numel() for p in model.parameters())
+        project = (lambda g: g) if self.projection_dim is None else GaussianProjection(
+            n_params, self.projection_dim, seed=self.seed * 1000 + index
+        )
+        rows = max(self.chunk_size, self.memory_budget // (12 * n_params))  # float32 gradients + their float64 copy
+        features = []
+        for start in range(0, len(data), rows):
+            chunk = data.subset(torch.arange(start, min(start + rows, len(data))))
+            grads = per_sample_grads(model, self.task_.measurement, chunk, chunk_size=self.chunk_size, device=self.device)
+            features.append(project(grads.double()))
+        return torch.cat(features)
 
     def _q(self, model: torch.nn.Module, data: Data) -> Tensor:
         if self.task_.measurement_name == "margin":
