@@ -229,8 +229,9 @@ def train_models(
         Where to train.
     batched : bool
         Stack the models and train them with ``vmap``. Falls back to one at a
-        time (with a warning) when the task overrides ``train``, the subsets
-        differ in size, or ``vmap`` cannot run the model.
+        time when the task overrides ``train`` or the subsets differ in size
+        (silently: both are expected), and with a warning when ``vmap`` cannot
+        run the model.
 
     Returns
     -------

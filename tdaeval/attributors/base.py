@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from abc import ABC, abstractmethod
@@ -206,7 +207,8 @@ def resolve(spec: Attributor | Callable | str, name: str | None = None) -> Attri
             f"Attributor {name or spec!r} must be an Attributor, a function (model, train, test) -> Tensor, "
             f"or a registered name. Got {type(spec).__name__}."
         )
-    if name is not None:
+    if name is not None and name != attributor.display_name:
+        attributor = copy.copy(attributor)  # never rename an instance the caller still holds
         attributor._display_name = name
     return attributor
 

@@ -10,7 +10,7 @@ from tdaeval.functional.correlation import spearman
 __all__ = ["subset_predictions", "lds"]
 
 
-def subset_predictions(scores: Tensor, masks: Tensor) -> Tensor:
+def subset_predictions(scores: Tensor, masks: Tensor, test_chunk: int = 128) -> Tensor:
     """Additive prediction ``g_j(z) = sum_{i in S_j} scores[z, i]`` for every subset.
 
     Parameters
@@ -19,13 +19,20 @@ def subset_predictions(scores: Tensor, masks: Tensor) -> Tensor:
         ``[n_test, n_train]`` attribution scores.
     masks : Tensor
         ``[M, n_train]`` boolean inclusion masks.
+    test_chunk : int
+        Test points converted to float64 and multiplied at a time (keeps the
+        float64 copy of the scores small and in cache).
 
     Returns
     -------
     Tensor
         ``[M, n_test]`` float64.
     """
-    return masks.to(torch.float64) @ scores.to(torch.float64).T
+    weights = masks.to(torch.float64)
+    out = torch.empty(masks.shape[0], scores.shape[0], dtype=torch.float64, device=scores.device)
+    for start in range(0, scores.shape[0], test_chunk):
+        out[:, start : start + test_chunk] = weights @ scores[start : start + test_chunk].to(torch.float64).T
+    return out
 
 
 def lds(scores: Tensor, masks: Tensor, outputs: Tensor) -> Tensor:

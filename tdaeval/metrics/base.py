@@ -128,7 +128,11 @@ class Metric(ABC):
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
-    """Class decorator adding a metric to the registry under ``cls.name``."""
+    """Class decorator adding a metric to the registry under ``cls.name`` (a taken name is an error)."""
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise ConfigError(f"register_metric expects a Metric subclass. Got {cls!r}.")
+    if cls.name in _METRICS and _METRICS[cls.name] is not cls:
+        raise ConfigError(f"A metric named {cls.name!r} is already registered ({_METRICS[cls.name].__name__}).")
     _METRICS[cls.name] = cls
     return cls
 

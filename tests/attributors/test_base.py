@@ -52,6 +52,9 @@ def test_resolve_accepts_instances_functions_classes_and_names():
     assert isinstance(wrapped, FunctionAttributor) and wrapped.display_name == "mine"
     with pytest.raises(ConfigError, match="must be an Attributor"):
         resolve(42, name="x")
+    shared = attributors.RandomAttributor()
+    renamed = resolve(shared, name="baseline")
+    assert renamed.display_name == "baseline" and shared.display_name == "random"
 
 
 def test_attribute_before_fit_is_an_error():

@@ -64,3 +64,13 @@ def test_registry_and_parameter_errors():
         get_metric("lds", alpha=1.5)
     with pytest.raises(ConfigError, match="'n_subsets' parameter of LDS must be an integer >= 2"):
         LDS(n_subsets=1)
+
+
+def test_a_taken_metric_name_cannot_be_registered_again():
+    from tdaeval.metrics import LDS, register_metric
+
+    class Impostor(LDS):
+        name = "lds"
+
+    with pytest.raises(ConfigError, match="'lds' is already registered"):
+        register_metric(Impostor)
