@@ -1,10 +1,11 @@
 """Gradient-similarity attributors: Grad-Dot, Grad-Cos and TracIn.
 
-For models made of ``nn.Linear`` layers, pairwise gradient products use the
-layer-wise factorisation (activations × output gradients,
-``tdaeval.attributors._linear``) and never form per-example gradients;
-otherwise per-sample gradients come from ``torch.func.vmap(grad(...))`` in
-chunks, never from a Python loop over examples. The test side differentiates the
+For models whose parameters all sit in ``nn.Linear`` and ``nn.Conv2d`` layers,
+pairwise gradient products use the layer-wise factorisation (input activations
+or patches × output gradients, ``tdaeval.attributors._linear``) and never form
+``[n, P]`` per-example gradients through autograd; otherwise per-sample
+gradients come from ``torch.func.vmap(grad(...))`` in chunks, never from a
+Python loop over examples. The test side differentiates the
 measurement turned into a "badness" (``-f`` when higher is better), the train
 side the training loss, so that a positive dot product means that a gradient
 step on the training example improves the test measurement (supports it).
@@ -19,7 +20,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from tdaeval.attributors._linear import collect_linear_factors, factored_dot, factored_sq_norms, linear_layers
+from tdaeval.attributors._linear import (
+    LayerGradients,
+    Unfactorable,
+    collect_gradients,
+    factored_dot,
+    factored_layers,
+    factored_sq_norms,
+)
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, check_int_at_least
@@ -103,10 +111,15 @@ def _measurement_objective(task: Task):
 
 @dataclass
 class GradientSet:
-    """Per-example gradients of ``n`` examples, dense ``[n, P]`` or factored per ``nn.Linear`` layer."""
+    """Per-example gradients of ``n`` examples, dense ``[n, P]`` or per ``nn.Linear`` / ``nn.Conv2d`` layer.
+
+    ``factors`` maps each layer to its :class:`~tdaeval.attributors._linear.LayerGradients`
+    (activations × output gradients, or the layer's gradients materialised
+    when that is smaller).
+    """
 
     dense: Tensor | None = None
-    factors: dict[str, tuple[Tensor, Tensor]] | None = None
+    factors: dict[str, LayerGradients] | None = None
 
     def dot(self, other: "GradientSet") -> Tensor:
         """``[n_self, n_other]`` inner products of the full gradients."""
@@ -134,8 +147,10 @@ def gradient_set(
     """Per-example gradients of ``objective`` at ``params`` (default: the model's own).
 
     ``factorized=None`` factors them when every parameter sits in an
-    ``nn.Linear`` layer with 2-D inputs, else computes them densely; True
-    insists on the factorisation (an error otherwise), False never uses it.
+    ``nn.Linear`` layer with 2-D inputs or a ``nn.Conv2d`` layer (groups=1,
+    zero padding), each called once per forward pass, else computes them
+    densely with ``vmap(grad)``; True insists on the factorisation (an error
+    saying why otherwise), False never uses it.
     """
     if factorized is not False:
         local = model
@@ -145,14 +160,17 @@ def gradient_set(
                 local.load_state_dict({**local.state_dict(), **params})
             if device is not None:
                 local = local.to(device)
-        layers = linear_layers(local)
-        factors = collect_linear_factors(local, layers, objective, data, chunk_size=chunk_size) if layers else None
-        if factors is not None:
-            return GradientSet(factors={k: (a.float(), s.float()) for k, (a, s) in factors.items()})
-        if factorized:
-            raise AttributorError(
-                "factorized=True needs a model whose parameters all sit in nn.Linear layers with 2-D inputs."
-            )
+        strict = "factorized=True" if factorized else None
+        hint = "Use factorized=None or False (per-sample vmap(grad))."
+        layers = factored_layers(local, strict=strict, hint=hint)
+        if layers:
+            try:
+                return GradientSet(factors=collect_gradients(local, layers, objective, data, chunk_size=chunk_size))
+            except Unfactorable as why:
+                if factorized:
+                    raise AttributorError(f"factorized=True: {why}. {hint}") from None
+        elif factorized:
+            raise AttributorError(f"factorized=True needs at least one nn.Linear or nn.Conv2d layer. {hint}")
     return GradientSet(dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device))
 
 
@@ -171,7 +189,7 @@ class GradDot(Attributor):
     device : str, optional
         Where to compute (default: the model's device).
     factorized : bool, optional
-        Layer-wise factorisation for ``nn.Linear`` models (default: when it applies).
+        Layer-wise factorisation for models of ``nn.Linear`` / ``nn.Conv2d`` layers (default: when it applies).
     """
 
     name = "grad_dot"
@@ -231,7 +249,7 @@ class TracIn(Attributor):
     device : str, optional
         Where to compute (default: the model's device).
     factorized : bool, optional
-        Layer-wise factorisation for ``nn.Linear`` models (default: when it applies).
+        Layer-wise factorisation for models of ``nn.Linear`` / ``nn.Conv2d`` layers (default: when it applies).
     """
 
     name = "tracin"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tdaeval.attributors._linear import linear_layers
+from tdaeval.attributors._linear import factored_layers
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.ekfac import EKFACFactors, apply_ekfac_spectral, fit_ekfac
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
@@ -152,7 +152,7 @@ class Source(Attributor):
                 f"Attributor {self.display_name!r} needs the checkpoints of the training run: pass "
                 "fit(..., checkpoints=train_model(task, model, indices, seed, n_checkpoints=6).checkpoints)."
             )
-        linear_layers(self.model_, strict=f"Attributor {self.display_name!r} (EK-FAC curvature)")
+        factored_layers(self.model_, strict=f"Attributor {self.display_name!r} (EK-FAC curvature)", hint="")
         self.model_.eval()
         recipe = self.task_.recipe
         momentum = recipe.momentum if self.momentum is None else self.momentum

@@ -60,3 +60,129 @@ def test_ekfac_supports_its_own_copy_and_refuses_other_layers():
     other = WithNorm(n_train=50, n_test=5)
     with pytest.raises(AttributorError, match="solver='ekfac'.*nn.Linear.*1.weight"):
         get("influence", solver="ekfac").fit(other, other.build_model(0), other.train_data)
+
+
+# --- nn.Conv2d layers ------------------------------------------------------------------------------------------
+
+from tdaeval.attributors.gradient import per_sample_grads  # noqa: E402
+from tdaeval.task import TrainRecipe  # noqa: E402
+
+
+class CNNDigits(DigitsTask):
+    """Digits through two small convolutions (one without bias) and a linear read-out; data stays [n, 64]."""
+
+    def build_model(self, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return nn.Sequential(
+                nn.Unflatten(1, (1, 8, 8)),
+                nn.Conv2d(1, 3, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(3, 4, 2, stride=2, bias=False),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(16, 10),
+            )
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    task = CNNDigits(n_train=150, n_test=6, recipe=TrainRecipe(epochs=4, batch_size=32))
+    return task, train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=2)
+
+
+def _blocks(factors, vectors):
+    """Each layer's slice of flat vectors ``[k, P]`` as ``[k, out·in(+1)]`` (weight as [out, -1], bias last)."""
+    out = []
+    for layer in factors.layers:
+        w_start, w_shape = factors.offsets[layer.weight]
+        n_out, n_in = w_shape[0], torch.Size(w_shape).numel() // w_shape[0]
+        w = vectors[:, w_start : w_start + n_out * n_in].reshape(-1, n_out, n_in)
+        if layer.bias is not None:
+            b_start, _ = factors.offsets[layer.bias]
+            w = torch.cat([w, vectors[:, b_start : b_start + n_out].unsqueeze(2)], 2)
+        out.append(w.reshape(vectors.shape[0], -1))
+    return out
+
+
+def test_conv_inverse_matches_the_dense_ekfac_matrix(cnn):
+    task, run = cnn
+    factors = fit_ekfac(task, run.model, task.train_data, sampled=True, chunk_size=64)
+    assert [tuple(layer.eigenvalues.shape) for layer in factors.layers] == [(3, 10), (4, 12), (10, 17)]
+    vectors = torch.randn(3, factors.n_params, dtype=torch.float64)
+    solved = apply_ekfac_inverse(factors, vectors, damping=0.01)
+    covered = 0
+    for dense, v, x in zip(_dense(factors), _blocks(factors, vectors), _blocks(factors, solved)):
+        expected = torch.linalg.solve(dense + 0.01 * torch.eye(dense.shape[0], dtype=dense.dtype), v.T).T
+        torch.testing.assert_close(x, expected, atol=1e-8, rtol=1e-6)
+        covered += v.shape[1]
+    assert covered == factors.n_params  # every parameter belongs to one block
+
+
+def _patch_covariance(x, kernel, padding):
+    """``E[a aᵀ]`` of a first conv layer's (bias-augmented) patches, by explicit slicing rather than unfold."""
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    n, c, h, w = padded.shape
+    rows = []
+    for i in range(h - kernel + 1):
+        for j in range(w - kernel + 1):
+            rows.append(padded[:, :, i : i + kernel, j : j + kernel].reshape(n, -1))
+    a = torch.cat([torch.stack(rows, 1).reshape(-1, c * kernel * kernel), torch.ones(n * len(rows), 1)], 1).double()
+    return a.T @ a / a.shape[0]
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_corrected_eigenvalues_are_the_gradient_second_moments_in_the_eigenbasis(cnn, model):
+    """Λ = diag((Q_S ⊗ Q_A)ᵀ E[vec G_i vec G_iᵀ] (Q_S ⊗ Q_A)), G_i from vmap(grad), not from the factors."""
+    if model == "cnn":
+        task, run = cnn
+        trained = run.model
+    else:
+        task = DigitsTask(n_train=100, n_test=4, hidden=5, recipe=TrainRecipe(epochs=2))
+        trained = train_model(task, task.build_model(0), torch.arange(100), 0).model
+    factors = fit_ekfac(task, trained, task.train_data, sampled=False, chunk_size=40)
+    grads = per_sample_grads(trained.eval(), task.loss, task.train_data).double()  # [n, P]
+    for layer, g in zip(factors.layers, _blocks(factors, grads)):
+        basis = torch.kron(layer.q_out, layer.q_in)
+        moments = (g @ basis) ** 2  # rows: (Q_S ⊗ Q_A)ᵀ vec G_i, squared
+        torch.testing.assert_close(layer.eigenvalues.flatten(), moments.mean(0), atol=1e-9, rtol=1e-5)
+    if model == "cnn":  # the input-side basis diagonalises the patch covariance of the first conv layer
+        first = factors.layers[0]
+        a_cov = _patch_covariance(task.train_data.inputs.reshape(-1, 1, 8, 8), 3, 1)
+        rotated = first.q_in.T @ a_cov @ first.q_in
+        off_diagonal = rotated - torch.diag(torch.diagonal(rotated))
+        assert off_diagonal.abs().max() < 1e-8 * rotated.abs().max()
+
+
+def test_ekfac_on_a_cnn_supports_its_own_copy_and_source_runs(cnn):
+    task, run = cnn
+    copies = torch.arange(0, 40, 4)
+    for solver in ("ekfac", "astra"):
+        influence = get("influence", solver=solver, astra_iter=5).fit(task, run.model, task.train_data)
+        scores = influence.attribute(task.train_data.subset(copies))
+        assert scores.shape == (10, task.n_train) and torch.isfinite(scores).all()
+        assert (scores[torch.arange(10), copies] > 0).all()
+    for name in ("source", "fast_source"):
+        source = get(name, n_segments=2).fit(task, run.model, task.train_data, checkpoints=run.checkpoints)
+        scores = source.attribute(task.train_data.subset(copies))
+        assert torch.isfinite(scores).all() and (scores[torch.arange(10), copies] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "layer, match",
+    [
+        (nn.BatchNorm2d(2), r"solver='ekfac'.*nn.Linear or nn.Conv2d.*'2.weight', '2.bias'"),
+        (nn.Conv2d(2, 2, 3, padding=1, groups=2), r"solver='ekfac': nn.Conv2d layer '2' has groups=2"),
+    ],
+)
+def test_ekfac_refuses_other_layers_in_a_cnn(layer, match):
+    class Other(DigitsTask):
+        def build_model(self, seed):
+            return nn.Sequential(
+                nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3, padding=1), layer, nn.Flatten(), nn.Linear(128, 10)
+            )
+
+    other = Other(n_train=30, n_test=3)
+    with pytest.raises(AttributorError, match=match):
+        get("influence", solver="ekfac").fit(other, other.build_model(0), other.train_data)
