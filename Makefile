@@ -20,8 +20,10 @@ $(VENV)/.installed-core: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The torch pin goes on the same command line so that the adapters' libraries
+# (kronfluence pulls torchvision) resolve against it rather than upgrade it.
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]" "$(TORCH_PIN)" || $(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 quickstart: $(VENV)/.installed-core
