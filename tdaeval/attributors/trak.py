@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -65,7 +67,10 @@ class TRAK(Attributor):
     tasks measured by the margin, else 1. With ``n_models > 1`` the attributor
     trains ``n_models - 1`` more models on the full training data with the
     task's recipe (batched) and averages the first factor and ``Q`` over
-    models, as TRAK does.
+    models, as TRAK does. With ``use_checkpoints=True`` the checkpoints passed
+    to ``fit`` stand in for the fitted model (one TRAK model per checkpoint,
+    the cheaper ensemble of the TRAK paper's appendix and of ``traker``'s
+    usual workflow).
 
     Parameters
     ----------
@@ -76,6 +81,10 @@ class TRAK(Attributor):
         mean non-zero eigenvalue of the Gram matrix).
     n_models : int
         Models averaged (the fitted one plus ``n_models - 1`` retrained).
+    use_checkpoints : bool
+        Average over the training run's checkpoints (``fit(...,
+        checkpoints=...)``) instead of the fitted model alone; the
+        ``n_models - 1`` retrained models are added to them.
     seed : int
         Seed of the projection and of the extra models.
     chunk_size : int
@@ -93,6 +102,7 @@ class TRAK(Attributor):
         projection_dim: int | None = 512,
         damping: float | None = None,
         n_models: int = 1,
+        use_checkpoints: bool = False,
         seed: int = 0,
         chunk_size: int = 256,
         device: str | None = None,
@@ -103,10 +113,36 @@ class TRAK(Attributor):
         if damping is not None and not damping >= 0:
             raise ConfigError(f"The 'damping' parameter of TRAK must be None or >= 0. Got {damping!r} instead.")
         self.projection_dim, self.damping, self.n_models = projection_dim, damping, n_models
+        if not isinstance(use_checkpoints, bool):
+            raise ConfigError(f"The 'use_checkpoints' parameter of TRAK must be True or False. Got {use_checkpoints!r} instead.")
+        self.use_checkpoints = use_checkpoints
         self.seed, self.chunk_size, self.device = seed, chunk_size, device
 
+    def _checkpoint_models(self) -> list[torch.nn.Module]:
+        """One copy of the fitted model per checkpoint, holding that checkpoint's parameters."""
+        if not self.checkpoints_:
+            raise ConfigError(
+                "Attributor 'trak' with use_checkpoints=True needs checkpoints of the training run: pass "
+                "checkpoints=[...] to fit() (tdaeval.training.train_model(..., n_checkpoints=k) records them)."
+            )
+        models = []
+        for k, checkpoint in enumerate(self.checkpoints_):
+            params = getattr(checkpoint, "params", None)
+            names = dict(self.model_.named_parameters())
+            if not isinstance(params, dict) or set(params) != set(names):
+                raise ConfigError(
+                    f"Attributor 'trak': checkpoint {k} must hold a 'params' dict with exactly the model's "
+                    f"parameters {sorted(names)[:5]}..."
+                )
+            model = copy.deepcopy(self.model_)
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    param.copy_(params[name].to(param.device, param.dtype))
+            models.append(model)
+        return models
+
     def _models(self) -> list[torch.nn.Module]:
-        models = [self.model_]
+        models = self._checkpoint_models() if self.use_checkpoints else [self.model_]
         if self.n_models > 1:
             from tdaeval.groundtruth.jobs import derive_seed
             from tdaeval.training import train_models

@@ -40,3 +40,32 @@ def test_bad_parameters():
         get("trak", projection_dim=0)
     with pytest.raises(ConfigError, match="'n_models'"):
         get("trak", n_models=0)
+    with pytest.raises(ConfigError, match="'use_checkpoints'"):
+        get("trak", use_checkpoints="yes")
+
+
+def test_checkpoint_ensemble_averages_the_per_checkpoint_factors(small_logreg):
+    """score = mean_c(φ_c K_c) ⊙ mean_c(Q_c): rebuilt from one single-model TRAK per checkpoint."""
+    task = small_logreg
+    run = train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=3)
+    assert len(run.checkpoints) == 3
+    ensemble = get("trak", projection_dim=None, damping=1.0, use_checkpoints=True)
+    scores = ensemble.fit(task, run.model, task.train_data, checkpoints=run.checkpoints).attribute(task.test_data)
+    assert len(ensemble.models_) == 3
+    factors, qs = [], []
+    for model in ensemble.models_:
+        single = get("trak", projection_dim=None, damping=1.0).fit(task, model, task.train_data)
+        qs.append(single.q_)
+        factors.append(single.attribute(task.test_data).double() / single.q_)
+    expected = torch.stack(factors).mean(0) * torch.stack(qs).mean(0)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-6)
+    # the checkpoints differ, so the ensemble is not the final model's TRAK
+    final = get("trak", projection_dim=None, damping=1.0).fit(task, run.model, task.train_data).attribute(task.test_data)
+    assert not torch.allclose(scores, final, rtol=1e-3)
+
+
+def test_checkpoint_ensemble_needs_checkpoints(small_logreg):
+    task = small_logreg
+    model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
+    with pytest.raises(ConfigError, match="use_checkpoints=True needs checkpoints"):
+        get("trak", use_checkpoints=True).fit(task, model, task.train_data)
