@@ -36,3 +36,32 @@ def test_tutorial_01_runs(tmp_path, out_via):
     # The ground truth went to TDAEVAL_CACHE_DIR, and nothing else was written next to the script.
     assert any((tmp_path / "cache" / "objects").rglob("*.safetensors"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]
+
+
+def test_tutorial_02_compares_every_family_and_the_installed_adapters(tmp_path):
+    from tdaeval.attributors.adapters import AdapterAttributor
+    from tdaeval.attributors import get
+
+    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(TUTORIALS / "02_compare_attributors.py"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    ran = {r["attributor"] for r in doc["results"] if r["error"] is None}
+    assert {"grad_dot", "tracin", "influence (ekfac)", "source", "trak", "random", "captum TracInCP"} <= ran
+    # every adapter whose library is installed here was run; the others are listed with their extra
+    sys.path.insert(0, str(TUTORIALS))
+    try:
+        import importlib
+
+        tutorial = importlib.import_module("02_compare_attributors")
+    finally:
+        sys.path.remove(str(TUTORIALS))
+    for label, (name, params) in tutorial.ADAPTERS.items():
+        attributor = get(name, **params)
+        if isinstance(attributor, AdapterAttributor) and attributor.available():
+            assert label in ran, label
+        else:
+            assert f"pip install 'tdaeval[{attributor.extra}]'" in proc.stdout
