@@ -23,7 +23,7 @@ from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.functional.linalg import conjugate_gradient, lanczos_eigenpairs, lissa
+from tdaeval.functional.linalg import block_conjugate_gradient, conjugate_gradient, lanczos_eigenpairs, lissa
 
 __all__ = ["Influence"]
 
@@ -56,9 +56,17 @@ class Influence(Attributor):
         warning says so) — and, for ``ekfac``, 0.1 × the mean corrected
         eigenvalue of each layer (the Fisher is positive semi-definite).
     max_iter : int
-        CG iterations.
+        CG iterations (products of the Hessian with a block of test vectors).
     tol : float
-        CG relative residual tolerance.
+        CG relative residual tolerance, ``|g - (H + λI)x| <= tol |g|`` per test point.
+    cg_block : bool
+        True (default): block CG, all test points of a batch in one shared
+        Krylov space (:func:`~tdaeval.functional.linalg.block_conjugate_gradient`),
+        several times fewer Hessian products for the same residual (6 against
+        27 on the digits MLP at ``tol=1e-6``); the basis is capped at
+        ``cg_basis_bytes`` (two float64 ``[rows, P]`` matrices), after which
+        unconverged rows continue row by row. False: classic CG, each test
+        point in its own Krylov space.
     lissa_depth, lissa_repeats, lissa_batch_size : int
         LiSSA recursion depth, independent repeats and Hessian sample size per
         step (drawn without replacement; all training points when it exceeds them).
@@ -89,6 +97,8 @@ class Influence(Attributor):
     """
 
     name = "influence"
+    #: Memory for block CG's basis and its products (bytes).
+    cg_basis_bytes = 2**28
 
     def __init__(
         self,
@@ -96,6 +106,7 @@ class Influence(Attributor):
         damping: float | None = None,
         max_iter: int = 100,
         tol: float = 1e-6,
+        cg_block: bool = True,
         lissa_depth: int = 200,
         lissa_repeats: int = 1,
         lissa_batch_size: int = 128,
@@ -125,7 +136,10 @@ class Influence(Attributor):
             ("astra_halve_every", astra_halve_every),
         ):
             check_int_at_least(pname, "Influence", value, 1)
+        if not isinstance(cg_block, bool):
+            raise ConfigError(f"The 'cg_block' parameter of Influence must be True or False. Got {cg_block!r} instead.")
         self.solver = solver
+        self.cg_block = cg_block
         self.damping = None if damping is None else float(damping)
         # The Hessian solvers need a number; ekfac keeps None for its per-layer heuristic.
         self._hessian_damping = 0.1 if damping is None else float(damping)
@@ -189,9 +203,15 @@ class Influence(Attributor):
         if self.solver == "astra":
             return self._astra(vectors)
         if self.solver == "cg":
-            solution, self.converged_ = conjugate_gradient(
-                self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol
-            )
+            if self.cg_block:
+                max_rows = max(1, self.cg_basis_bytes // (16 * self.flat_.n_params))
+                solution, self.converged_, self.cg_products_ = block_conjugate_gradient(
+                    self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol, max_basis_rows=max_rows
+                )
+            else:
+                solution, self.converged_ = conjugate_gradient(
+                    self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol
+                )
             if not bool(self.converged_.all()):
                 warnings.warn(
                     f"Influence(solver='cg'): {int((~self.converged_).sum())} of {len(self.converged_)} test points did "

@@ -91,11 +91,36 @@ def test_astra_refines_the_ekfac_solution_on_the_mlp(small_digits):
     assert sampled < ekfac / 4
 
 
-def test_cg_warns_when_it_does_not_converge(regression):
+@pytest.mark.parametrize("cg_block", [True, False])
+def test_cg_warns_when_it_does_not_converge(regression, cg_block):
     task, model = regression
-    attributor = get("influence", solver="cg", damping=0.0, max_iter=1).fit(task, model, task.train_data)
+    attributor = get("influence", solver="cg", damping=0.0, max_iter=1, cg_block=cg_block).fit(task, model, task.train_data)
     with pytest.warns(UserWarning, match="did not converge.*'damping'"):
-        attributor.attribute(task.test_data)
+        attributor.attribute(task.test_data.subset(torch.arange(1)))
+
+
+def test_block_cg_matches_rowwise_cg_in_fewer_products(small_digits):
+    """Same solution as row-wise CG on an MLP's Hessian, in fewer Hessian products."""
+    from tdaeval.training import train_model
+
+    task = small_digits
+    model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
+    block = get("influence", solver="cg", damping=0.5, tol=1e-7).fit(task, model, task.train_data)
+    rowwise = get("influence", solver="cg", damping=0.5, tol=1e-7, cg_block=False).fit(task, model, task.train_data)
+    hessian, products = rowwise.hessian_, []
+
+    def counted(vectors):
+        products.append(len(vectors))
+        return hessian(vectors)
+
+    rowwise.hessian_ = counted
+    expected = rowwise.attribute(task.test_data)
+    scores = block.attribute(task.test_data)
+    assert bool(block.converged_.all()) and bool(rowwise.converged_.all())
+    torch.testing.assert_close(scores, expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max()))
+    assert block.cg_products_ < len(products)
+    with pytest.raises(ConfigError, match="'cg_block'"):
+        get("influence", cg_block="yes")
 
 
 def test_bad_parameters_and_explicit_size_limit(regression):
