@@ -37,8 +37,12 @@ docs: $(VENV)/.installed-test
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_lds.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_quickstart.py
+	$(BIN)/python benchmarks/bench_grad_dot.py
+	$(BIN)/python benchmarks/bench_influence_cg.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) docs/_build tdaeval-out .pytest_cache
