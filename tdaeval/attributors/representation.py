@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError
+from tdaeval.errors import AttributorError, ConfigError
 
-__all__ = ["last_linear", "penultimate_features", "Representer", "Similarity"]
+__all__ = ["last_linear", "model_on_device", "penultimate_features", "Representer", "Similarity"]
 
 
 def last_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Linear]:
@@ -27,6 +29,20 @@ def last_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Lin
     if not linears:
         raise AttributorError("The model has no nn.Linear layer; representation attributors need one as output layer.")
     return linears[-1]
+
+
+def model_on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+    """``model`` itself when ``device`` is None or already its device, else a copy moved there (never the caller's)."""
+    if device is None:
+        return model
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"The 'device' parameter must name a torch device such as 'cpu' or 'cuda:0'. Got {device!r}.") from err
+    current = next(iter(model.parameters())).device
+    if current == target or (target.index is None and current.type == target.type):
+        return model
+    return copy.deepcopy(model).to(target)
 
 
 @torch.no_grad()
@@ -61,19 +77,23 @@ class Similarity(Attributor):
     ----------
     layer : str, optional
         Name of the output ``nn.Linear`` whose input is the embedding (default: the last one).
+    device : str, optional
+        Where to run the forward passes (default: the model's device; a copy
+        of the model is moved, never the caller's).
     """
 
     name = "similarity"
 
-    def __init__(self, layer: str | None = None) -> None:
-        self.layer = layer
+    def __init__(self, layer: str | None = None, device: str | None = None) -> None:
+        self.layer, self.device = layer, device
 
     def _fit(self) -> None:
-        features, _ = penultimate_features(self.model_, self.train_, self.layer)
+        self.net_ = model_on_device(self.model_, self.device)
+        features, _ = penultimate_features(self.net_, self.train_, self.layer)
         self.train_features_ = nn.functional.normalize(features, dim=1)
 
     def _attribute(self, test: Data) -> Tensor:
-        features, _ = penultimate_features(self.model_, test, self.layer)
+        features, _ = penultimate_features(self.net_, test, self.layer)
         return nn.functional.normalize(features, dim=1) @ self.train_features_.T
 
 
@@ -92,12 +112,15 @@ class Representer(Attributor):
     ----------
     layer : str, optional
         Name of the output ``nn.Linear`` (default: the last one).
+    device : str, optional
+        Where to run the forward passes (default: the model's device; a copy
+        of the model is moved, never the caller's).
     """
 
     name = "representer"
 
-    def __init__(self, layer: str | None = None) -> None:
-        self.layer = layer
+    def __init__(self, layer: str | None = None, device: str | None = None) -> None:
+        self.layer, self.device = layer, device
 
     def _output_grads(self, outputs: Tensor, targets: Tensor, fn) -> Tensor:
         def one(out: Tensor, y: Tensor) -> Tensor:
@@ -106,12 +129,13 @@ class Representer(Attributor):
         return vmap(grad(one))(outputs, targets.to(outputs.device))
 
     def _fit(self) -> None:
-        features, outputs = penultimate_features(self.model_, self.train_, self.layer)
+        self.net_ = model_on_device(self.model_, self.device)
+        features, outputs = penultimate_features(self.net_, self.train_, self.layer)
         self.train_features_ = features
         self.alpha_ = -self._output_grads(outputs, self.train_.targets, self.task_.loss).reshape(len(self.train_), -1).float()
 
     def _attribute(self, test: Data) -> Tensor:
-        features, outputs = penultimate_features(self.model_, test, self.layer)
+        features, outputs = penultimate_features(self.net_, test, self.layer)
         sign = 1.0 if self.task_.higher_is_better else -1.0
         d_measure = sign * self._output_grads(outputs, test.targets, self.task_.measurement).reshape(len(test), -1).float()
         kernel = features @ self.train_features_.T  # [n_test, n_train]

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tdaeval.attributors import get
@@ -29,3 +30,17 @@ def test_similarity_is_a_cosine(small_digits):
     scores = get("similarity").fit(task, model, task.train_data).attribute(test)
     assert scores.max() <= 1 + 1e-5 and scores.min() >= -1 - 1e-5
     assert scores[0, 3].item() > 0.999 and scores[1, 7].item() > 0.999
+
+
+@pytest.mark.parametrize("name", ["representer", "similarity"])
+def test_device_parameter_runs_on_a_copy_and_rejects_nonsense(small_digits, name):
+    from tdaeval.errors import ConfigError
+    from tdaeval.training import train_model
+
+    task = small_digits
+    model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
+    default = get(name).fit(task, model, task.train_data).attribute(task.test_data)
+    on_cpu = get(name, device="cpu").fit(task, model, task.train_data).attribute(task.test_data)
+    torch.testing.assert_close(on_cpu, default)
+    with pytest.raises(ConfigError, match="'device'"):
+        get(name, device="not-a-device").fit(task, model, task.train_data)
