@@ -10,6 +10,7 @@ names the extra to install.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from types import ModuleType
 from typing import ClassVar
 
@@ -79,6 +80,22 @@ class AdapterAttributor(Attributor):
 
     def _library(self, module: str | None = None) -> ModuleType:
         return import_extra(module or self.library, self.extra, self.display_name)
+
+    def _workdir(self) -> str:
+        """A fresh temporary directory for this fit, for libraries that work through files.
+
+        The previous one is removed by its finalizer once nothing holds it (a
+        shallow copy of a fitted attributor keeps its own).
+        """
+        self._tmpdir = tempfile.TemporaryDirectory(prefix=f"tdaeval-{self.extra or 'adapter'}-")
+        return self._tmpdir.name
+
+    def cleanup(self) -> None:
+        """Remove the temporary directory of the last fit now (also done on garbage collection)."""
+        tmpdir = getattr(self, "_tmpdir", None)
+        if tmpdir is not None:
+            tmpdir.cleanup()
+            self._tmpdir = None
 
     def fit(self, task, model, train, checkpoints=None):  # noqa: D102 - documented on Attributor
         self._library()

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -213,22 +212,6 @@ class _CaptumAdapter(AdapterAttributor):
     @staticmethod
     def _on(data: Data, device: torch.device) -> Data:
         return Data(data.inputs.to(device), data.targets.to(device))
-
-    def _workdir(self) -> str:
-        """A fresh temporary directory for this fit.
-
-        The previous one is removed by its finalizer once nothing holds it (a
-        shallow copy of a fitted attributor keeps its own).
-        """
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="tdaeval-captum-")
-        return self._tmpdir.name
-
-    def cleanup(self) -> None:
-        """Remove the temporary directory holding checkpoint or activation files (also done on garbage collection)."""
-        tmpdir = getattr(self, "_tmpdir", None)
-        if tmpdir is not None:
-            tmpdir.cleanup()
-            self._tmpdir = None
 
     def _write_checkpoints(self, final_only: bool = False) -> list[str]:
         """Checkpoint files: the fit's checkpoints, else (or with ``final_only``) the final model with weight 1."""

@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import tempfile
 import warnings
 from typing import Any, ClassVar
 
@@ -187,18 +186,6 @@ class _Kronfluence(AdapterAttributor):
         self.use_empirical_fisher = bool(use_empirical_fisher)
         self.batch_size = check_int_at_least("batch_size", owner, batch_size, 1)
         self.seed = check_int_at_least("seed", owner, seed, 0)
-
-    def _workdir(self) -> str:
-        self.cleanup()
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="tdaeval-kronfluence-")
-        return self._tmpdir.name
-
-    def cleanup(self) -> None:
-        """Remove the temporary directory holding kronfluence's factors and scores (also done on garbage collection)."""
-        tmpdir = getattr(self, "_tmpdir", None)
-        if tmpdir is not None:
-            tmpdir.cleanup()
-            self._tmpdir = None
 
     def _fit(self) -> None:
         self._library("kronfluence")

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -179,18 +178,6 @@ class TrakTRAKer(AdapterAttributor):
         self.device = str(device)
 
     # ---- plumbing ---------------------------------------------------------------------------------
-    def _workdir(self) -> str:
-        self.cleanup()
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="tdaeval-trak-")
-        return self._tmpdir.name
-
-    def cleanup(self) -> None:
-        """Remove the temporary directory holding traker's features and scores (also done on garbage collection)."""
-        tmpdir = getattr(self, "_tmpdir", None)
-        if tmpdir is not None:
-            tmpdir.cleanup()
-            self._tmpdir = None
-
     def _state_dicts(self, model: nn.Module) -> list[dict[str, Tensor]]:
         """One full state dict per TRAK model id: the checkpoints' parameters over the model's buffers."""
         base = {k: v.detach().clone() for k, v in model.state_dict().items()}
