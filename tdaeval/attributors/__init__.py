@@ -19,10 +19,14 @@ from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
 from tdaeval.attributors.source import FastSource, Source
 from tdaeval.attributors.trak import TRAK
+from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, NaiveEnsemble
 from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
 __all__ = [
     "Attributor",
+    "CheckpointEnsemble",
+    "DropoutEnsemble",
+    "NaiveEnsemble",
     "FunctionAttributor",
     "GradCos",
     "GradDot",
