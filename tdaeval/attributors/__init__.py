@@ -5,6 +5,7 @@ Use :func:`get` to build one by name, :func:`names` to list them, and
 """
 
 from tdaeval.attributors.base import (
+    Attribution,
     Attributor,
     FunctionAttributor,
     get,
@@ -20,9 +21,11 @@ from tdaeval.attributors.representation import Representer, Similarity
 from tdaeval.attributors.source import FastSource, Source
 from tdaeval.attributors.trak import TRAK
 from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, NaiveEnsemble
+from tdaeval.attributors.seeds import SeedPosterior
 from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
 __all__ = [
+    "Attribution",
     "Attributor",
     "CheckpointEnsemble",
     "DropoutEnsemble",
@@ -32,6 +35,7 @@ __all__ = [
     "GradDot",
     "Influence",
     "RandomAttributor",
+    "SeedPosterior",
     "Representer",
     "Similarity",
     "Source",

@@ -7,6 +7,7 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +18,7 @@ from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.task import Task
 
 __all__ = [
+    "Attribution",
     "Attributor",
     "FunctionAttributor",
     "register",
@@ -27,6 +29,45 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type["Attributor"]] = {}
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Scores with their spread over training noise (what :class:`~tdaeval.attributors.seeds.SeedPosterior` returns).
+
+    Metrics given an ``Attribution`` use its ``mean``.
+
+    Attributes
+    ----------
+    mean : Tensor
+        ``[n_test, n_train]`` mean score over samples (seeds).
+    std : Tensor
+        ``[n_test, n_train]`` sample standard deviation (ddof = 1).
+    n_samples : int
+        Number of samples (seeds) behind each entry.
+    p_value : Tensor
+        ``[n_test, n_train]`` p-value of "the score is zero" for each pair.
+    test : str
+        How ``p_value`` was computed: ``"snr"`` (per-draw signal-to-noise,
+        ``2(1 − Φ(|μ/σ|))``) or ``"t"`` (t-test of the mean, ``S − 1`` degrees of freedom).
+    """
+
+    mean: Tensor
+    std: Tensor
+    n_samples: int
+    p_value: Tensor
+    test: str = "snr"
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[n_test, n_train]``."""
+        return self.mean.shape
+
+    def reliable(self, alpha: float = 0.05) -> Tensor:
+        """``[n_test, n_train]`` bool: pairs whose p-value is below ``alpha``."""
+        if not 0.0 < alpha < 1.0:
+            raise ConfigError(f"The 'alpha' parameter of Attribution.reliable must be in (0, 1). Got {alpha!r} instead.")
+        return self.p_value < alpha
 
 
 class Attributor(ABC):
@@ -77,8 +118,8 @@ class Attributor(ABC):
     def _fit(self) -> None:
         """Train-side work (per-sample gradients, factorizations); optional."""
 
-    def attribute(self, test: Data) -> Tensor:
-        """Scores ``[n_test, n_train]`` for the ``test`` examples, validated."""
+    def attribute(self, test: Data) -> Tensor | Attribution:
+        """Scores ``[n_test, n_train]`` for the ``test`` examples (or an :class:`Attribution`), validated."""
         if not hasattr(self, "model_"):
             raise AttributorError(f"Attributor {self.display_name!r} must be fitted before attribute(); call fit() first.")
         if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
@@ -87,6 +128,8 @@ class Attributor(ABC):
                 f"but got test inputs of shape {tuple(test.inputs.shape)}."
             )
         scores = self._attribute(test)
+        if isinstance(scores, Attribution):
+            return validate_attribution(scores, len(test), len(self.train_), self.display_name)
         return validate_scores(scores, len(test), len(self.train_), self.display_name)
 
     @abstractmethod
@@ -242,3 +285,17 @@ def validate_scores(scores: Any, n_test: int, n_train: int, attributor: str) -> 
             f"Attributor {attributor!r} returned {bad} non-finite score(s) (NaN or inf) out of {scores.numel()}."
         )
     return scores.to("cpu", torch.float32)
+
+
+def validate_attribution(result: Attribution, n_test: int, n_train: int, attributor: str) -> Attribution:
+    """Check an :class:`Attribution`: finite ``mean`` and ``std >= 0`` ``[n_test, n_train]``, p-values in [0, 1]."""
+    mean = validate_scores(result.mean, n_test, n_train, attributor)
+    std = validate_scores(result.std, n_test, n_train, attributor)
+    p_value = validate_scores(result.p_value, n_test, n_train, attributor)
+    if bool((std < 0).any()):
+        raise AttributorError(f"Attributor {attributor!r} returned a negative standard deviation.")
+    if bool(((p_value < 0) | (p_value > 1)).any()):
+        raise AttributorError(f"Attributor {attributor!r} returned p-values outside [0, 1].")
+    if not (isinstance(result.n_samples, int) and result.n_samples >= 2):
+        raise AttributorError(f"Attributor {attributor!r} returned an Attribution of {result.n_samples!r} samples; expected >= 2.")
+    return Attribution(mean, std, result.n_samples, p_value, result.test)
