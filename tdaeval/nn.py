@@ -1,4 +1,4 @@
-"""Modules with reproducible randomness.
+"""Modules with reproducible randomness, and low-rank adapters.
 
 :class:`SeededDropout` takes its uniform noise from a random bit generator
 (numpy's SFC64, about three times faster than ``torch.randint``) seeded from
@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "LoRAConv2d",
+    "LoRALinear",
     "SeededDropout",
+    "add_lora",
+    "lora_parameters",
     "draw_noise",
     "draw_words",
     "noise_words",
@@ -123,3 +127,150 @@ def unseed_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, SeededDropout):
             module.generator = None
+
+
+# --- low-rank adapters (LoRA, Hu et al. 2021) ----------------------------------------------------------------
+
+
+class _LoRA(nn.Module):
+    """Shared parts of the adapters: the base weights as parameters or buffers, and the two factors."""
+
+    def _keep_base(self, base: nn.Module, train_base: bool) -> None:
+        for name in ("weight", "bias"):
+            value = getattr(base, name)
+            if value is None:
+                setattr(self, name, None)
+            elif train_base:
+                setattr(self, name, nn.Parameter(value.detach().clone()))
+            else:
+                self.register_buffer(name, value.detach().clone())
+
+
+class LoRALinear(_LoRA):
+    """``y = W x + b + B A x``: a frozen (or trainable) ``nn.Linear`` plus a rank-``r`` adapter.
+
+    ``A`` ``[r, in]`` starts Gaussian with standard deviation ``1/sqrt(in)``
+    (seeded), ``B`` ``[out, r]`` at zero, so a fresh adapter leaves the layer's
+    output unchanged. With ``train_base=False`` the base weights are buffers:
+    gradients (and every attributor) see only ``A`` and ``B``.
+
+    Parameters
+    ----------
+    base : nn.Linear
+    rank : int
+        ``r`` >= 1.
+    generator : torch.Generator
+        Draws ``A``.
+    train_base : bool
+        Keep ``W`` and ``b`` as parameters.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, generator: torch.Generator, train_base: bool = False) -> None:
+        super().__init__()
+        self._keep_base(base, train_base)
+        self.rank = int(rank)
+        out_features, in_features = base.weight.shape
+        a = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
+        self.lora_A = nn.Parameter(a.to(base.weight.device, base.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+    def extra_repr(self) -> str:
+        return f"in={self.lora_A.shape[1]}, out={self.lora_B.shape[0]}, rank={self.rank}"
+
+
+class LoRAConv2d(_LoRA):
+    """``y = conv(x; W, b) + conv1x1(conv(x; A); B)``: an ``nn.Conv2d`` plus a rank-``r`` adapter.
+
+    ``A`` ``[r, in/groups, kh, kw]`` is a convolution with the base layer's
+    stride, padding and dilation; ``B`` ``[out, r, 1, 1]`` starts at zero.
+    Parameters as :class:`LoRALinear` (``groups`` must be 1).
+    """
+
+    def __init__(self, base: nn.Conv2d, rank: int, generator: torch.Generator, train_base: bool = False) -> None:
+        super().__init__()
+        if base.groups != 1 or base.padding_mode != "zeros":
+            raise ValueError("LoRAConv2d supports nn.Conv2d with groups=1 and padding_mode='zeros'.")
+        self._keep_base(base, train_base)
+        self.rank = int(rank)
+        self.stride, self.padding, self.dilation = base.stride, base.padding, base.dilation
+        out_channels, in_channels, kh, kw = base.weight.shape
+        fan_in = in_channels * kh * kw
+        a = torch.randn(rank, in_channels, kh, kw, generator=generator) / math.sqrt(fan_in)
+        self.lora_A = nn.Parameter(a.to(base.weight.device, base.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_channels, rank, 1, 1, device=base.weight.device, dtype=base.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        low = F.conv2d(x, self.lora_A, None, self.stride, self.padding, self.dilation)
+        return out + F.conv2d(low, self.lora_B)
+
+    def extra_repr(self) -> str:
+        return f"in={self.lora_A.shape[1]}, out={self.lora_B.shape[0]}, rank={self.rank}"
+
+
+def add_lora(
+    model: nn.Module, rank: int, seed: int, targets: list[str] | None = None, train_base: bool = False
+) -> nn.Module:
+    """A copy of ``model`` with a :class:`LoRALinear` / :class:`LoRAConv2d` in place of each target layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+    rank : int
+        Adapter rank ``r`` >= 1.
+    seed : int
+        Seeds the ``A`` factors (layer by layer, in module order).
+    targets : list of str, optional
+        Names of the ``nn.Linear`` / ``nn.Conv2d`` modules to adapt (default: all of them).
+    train_base : bool
+        Keep the adapted layers' base weights as parameters (else buffers). Other
+        parameters of the model (layers not adapted) stay parameters unless
+        ``train_base`` is False, when they become buffers too: gradients then
+        cover the adapters only.
+
+    Raises
+    ------
+    ValueError
+        A target that is not an ``nn.Linear`` / ``nn.Conv2d`` module of the model, or no layer to adapt.
+    """
+    import copy
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"The 'rank' parameter must be an integer >= 1. Got {rank!r} instead.")
+    adapted = copy.deepcopy(model)
+    layers = {name: m for name, m in adapted.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if targets is None:
+        chosen = list(layers)
+    else:
+        unknown = [t for t in targets if t not in layers]
+        if unknown:
+            raise ValueError(
+                f"The 'targets' parameter names modules that are not nn.Linear / nn.Conv2d layers of the model: {unknown}. "
+                f"Layers: {sorted(layers)}."
+            )
+        chosen = list(dict.fromkeys(targets))
+    if not chosen:
+        raise ValueError("The model has no nn.Linear or nn.Conv2d layer to adapt ('targets').")
+    generator = torch.Generator().manual_seed(int(seed))
+    for name in chosen:
+        base = layers[name]
+        wrapper = LoRALinear if isinstance(base, nn.Linear) else LoRAConv2d
+        module = wrapper(base, rank, generator, train_base)
+        parent_name, _, child = name.rpartition(".")
+        parent = adapted.get_submodule(parent_name) if parent_name else adapted
+        setattr(parent, child, module)
+    if not train_base:  # parameters outside the adapters become buffers
+        for module in adapted.modules():
+            for pname, param in list(module.named_parameters(recurse=False)):
+                if not pname.startswith("lora_"):
+                    delattr(module, pname)
+                    module.register_buffer(pname, param.detach().clone())
+    return adapted
+
+
+def lora_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """The adapter factors (``lora_A``, ``lora_B``) of ``model`` by qualified name."""
+    return {name: p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}

@@ -20,7 +20,7 @@ from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
 from tdaeval.attributors.source import FastSource, Source
 from tdaeval.attributors.trak import TRAK
-from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, NaiveEnsemble
+from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, LoRAEnsemble, NaiveEnsemble
 from tdaeval.attributors.seeds import SeedPosterior
 from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
@@ -34,6 +34,7 @@ __all__ = [
     "GradCos",
     "GradDot",
     "Influence",
+    "LoRAEnsemble",
     "RandomAttributor",
     "SeedPosterior",
     "Representer",

@@ -12,6 +12,9 @@ for the trained model. The members differ by ensemble:
 * :class:`DropoutEnsemble` (``dropout``): ``I`` trained models × ``K``
   dropout passes at attribution time, each pass a copy of the model whose
   dropout layers apply a fixed, seeded mask (per member, or per example).
+* :class:`LoRAEnsemble` (``lora``): ``I`` trained models × ``K`` low-rank
+  adapters fine-tuned from each with different seeds (all ``K`` at once with
+  ``torch.func``); gradients over the adapters only, or over all parameters.
 
 Every ensemble records ``cost_``: the extra training it did (seconds and
 models), the attribution ("serving") time of its members, and the bytes it
@@ -33,17 +36,20 @@ from torch import Tensor, nn
 from tdaeval.attributors.base import Attributor, get, register
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.nn import SeededDropout
+from tdaeval.nn import SeededDropout, add_lora, lora_parameters
 
 __all__ = [
     "Ensemble",
     "NaiveEnsemble",
     "CheckpointEnsemble",
     "DropoutEnsemble",
+    "LoRAEnsemble",
     "MemberDropout",
+    "finetune_adapters",
     "naive",
     "checkpoints",
     "dropout",
+    "lora",
     "model_with_params",
     "parameter_bytes",
     "with_member_dropout",
@@ -451,3 +457,188 @@ def dropout(
 ) -> DropoutEnsemble:
     """``dropout(I, K, p, mask_mode)``: :class:`DropoutEnsemble` of ``attributor``."""
     return DropoutEnsemble(attributor, n_models=n_models, n_passes=n_passes, p=p, mask_mode=mask_mode, **params)
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------------
+
+GRAD_PARAMS = ("lora", "all")
+
+
+def finetune_adapters(
+    task: Any,
+    models: Sequence[nn.Module],
+    data: Data,
+    seeds: Sequence[int],
+    steps: int,
+    lr: float,
+    batch_size: int,
+    momentum: float = 0.0,
+) -> list[nn.Module]:
+    """Fine-tune the adapters (``lora_A``, ``lora_B``) of ``models``, all at once, in place.
+
+    The models must share everything but their adapters (copies of one base
+    model with adapters from :func:`~tdaeval.nn.add_lora`). Model ``k`` takes
+    SGD steps with heavy-ball ``momentum`` on the mean ``task.loss`` of
+    minibatches of ``batch_size`` drawn in a seeded order (``seeds[k]``; a new
+    permutation every pass over ``data``), in eval mode (dropout off). The
+    ``K`` models are stacked and stepped together with ``torch.func.vmap``, so
+    fine-tuning them together equals fine-tuning each alone.
+
+    Returns
+    -------
+    list of nn.Module
+        ``models``, fine-tuned, in eval mode.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    if steps == 0:
+        return [m.eval() for m in models]
+    template = models[0].eval()
+    names = list(lora_parameters(template))
+    fixed = {name: t for name, t in template.named_parameters() if name not in names}
+    fixed.update(dict(template.named_buffers()))
+    adapters = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names}
+    velocity = {name: torch.zeros_like(value) for name, value in adapters.items()}
+    device = next(iter(adapters.values())).device
+    n = len(data)
+
+    def order(seed: int) -> Tensor:
+        generator = torch.Generator().manual_seed(int(seed))
+        per_pass = max(1, n // batch_size) if n >= batch_size else 1
+        passes = -(-steps // per_pass)
+        rows = []
+        for _ in range(passes):
+            perm = torch.randperm(n, generator=generator)
+            for b in range(per_pass):
+                rows.append(perm[b * batch_size : (b + 1) * batch_size] if n >= batch_size else perm)
+        return torch.stack(rows[:steps])  # [steps, batch]
+
+    batches = torch.stack([order(seed) for seed in seeds])  # [K, steps, batch]
+
+    def loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        outputs = functional_call(template, {**fixed, **params}, (x,))
+        return task.loss(outputs, y).mean()
+
+    step = vmap(grad(loss))
+    inputs, targets = data.inputs.to(device), data.targets.to(device)
+    for t in range(steps):
+        index = batches[:, t].to(device)
+        grads = step(adapters, inputs[index], targets[index])
+        for name in names:
+            velocity[name] = momentum * velocity[name] + grads[name]
+            adapters[name] = adapters[name] - lr * velocity[name]
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            params = dict(model.named_parameters())
+            for name in names:
+                params[name].copy_(adapters[name][k])
+    return [m.eval() for m in models]
+
+
+@register
+class LoRAEnsemble(Ensemble):
+    """``I`` trained models × ``K`` low-rank adapters fine-tuned from each (METHODS.md §5).
+
+    Every member is a copy of a trained model with a rank-``r`` adapter on each
+    target ``nn.Linear`` / ``nn.Conv2d`` (:func:`~tdaeval.nn.add_lora`: ``B``
+    starts at zero, so a fresh member computes what its base computes),
+    fine-tuned for ``steps`` SGD steps on the training loss from its own seed;
+    the ``K`` adapters of a base model are fine-tuned at once
+    (:func:`finetune_adapters`). With ``grad_params="lora"`` (default) the base
+    weights become buffers, so the base attributor's gradients cover the
+    adapters only; with ``"all"`` they cover every parameter.
+
+    Parameters
+    ----------
+    attributor, attributor_params, seed, device
+        As :class:`Ensemble`.
+    n_models : int
+        ``I`` base models (the fitted one plus ``I − 1`` trained, as :class:`NaiveEnsemble`).
+    n_adapters : int
+        ``K`` adapters per base model.
+    rank : int
+        Adapter rank ``r``.
+    targets : list of str, optional
+        Modules to adapt (default: every ``nn.Linear`` / ``nn.Conv2d``).
+    steps : int
+        Fine-tuning steps per adapter (0: fresh adapters).
+    lr, batch_size : float, int, optional
+        Fine-tuning step size and minibatch size (default: the task's recipe).
+    grad_params : {"lora", "all"}
+        Which parameters the base attributor differentiates.
+    """
+
+    name = "lora_ensemble"
+    contract_params = {"n_adapters": 2, "rank": 2, "steps": 5}
+
+    def __init__(
+        self,
+        attributor: str | Attributor = "grad_dot",
+        attributor_params: dict[str, Any] | None = None,
+        n_models: int = 1,
+        n_adapters: int = 4,
+        rank: int = 4,
+        targets: list[str] | None = None,
+        steps: int = 100,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        grad_params: str = "lora",
+        seed: int = 0,
+        device: str | None = None,
+    ) -> None:
+        super().__init__(attributor, attributor_params, seed, device)
+        self.n_models = check_int_at_least("n_models", "LoRAEnsemble", n_models, 1)
+        self.n_adapters = check_int_at_least("n_adapters", "LoRAEnsemble", n_adapters, 1)
+        self.rank = check_int_at_least("rank", "LoRAEnsemble", rank, 1)
+        self.steps = check_int_at_least("steps", "LoRAEnsemble", steps, 0)
+        if batch_size is not None:
+            check_int_at_least("batch_size", "LoRAEnsemble", batch_size, 1)
+        if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+            raise ConfigError(f"The 'lr' parameter of LoRAEnsemble must be None or > 0. Got {lr!r} instead.")
+        if grad_params not in GRAD_PARAMS:
+            raise ConfigError(f"The 'grad_params' parameter of LoRAEnsemble must be one of {GRAD_PARAMS}. Got {grad_params!r} instead.")
+        if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) for t in targets)):
+            raise ConfigError(f"The 'targets' parameter of LoRAEnsemble must be None or a list of module names. Got {targets!r}.")
+        self.targets = None if targets is None else list(targets)
+        self.lr, self.batch_size, self.grad_params = lr, batch_size, grad_params
+
+    def _members(self) -> list[tuple[nn.Module, list | None]]:
+        bases = NaiveEnsemble._members(self)
+        recipe = self.task_.recipe
+        lr = self.lr if self.lr is not None else recipe.lr
+        batch_size = self.batch_size or recipe.batch_size
+        members: list[tuple[nn.Module, list | None]] = []
+        self._bases = []
+        for m, (base, _) in enumerate(bases):
+            seeds = [_seed_of("lora", self.seed, m, k) % (2**63) for k in range(self.n_adapters)]
+            try:
+                adapted = [
+                    add_lora(base, self.rank, seed, self.targets, train_base=self.grad_params == "all") for seed in seeds
+                ]
+            except ValueError as err:
+                raise ConfigError(f"Attributor {self.display_name!r}: {err}") from err
+            tuned = finetune_adapters(self.task_, adapted, self.train_, seeds, self.steps, lr, batch_size, recipe.momentum)
+            members += [(model, None) for model in tuned]
+            self._bases.append(base)
+        return members
+
+    def _storage_bytes(self, members: Sequence[tuple[nn.Module, list | None]]) -> int:
+        adapters = sum(p.numel() * p.element_size() for model, _ in members for p in lora_parameters(model).values())
+        return sum(parameter_bytes(model) for model in self._bases) + adapters
+
+
+def lora(
+    attributor: str | Attributor = "grad_dot",
+    n_models: int = 1,
+    n_adapters: int = 4,
+    rank: int = 4,
+    targets: list[str] | None = None,
+    steps: int = 100,
+    grad_params: str = "lora",
+    **params: Any,
+) -> LoRAEnsemble:
+    """``lora(I, K, rank, targets, steps, grad_params)``: :class:`LoRAEnsemble` of ``attributor``."""
+    return LoRAEnsemble(
+        attributor, n_models=n_models, n_adapters=n_adapters, rank=rank, targets=targets, steps=steps,
+        grad_params=grad_params, **params,
+    )

@@ -7,6 +7,7 @@ from tdaeval.attributors.ensembles import (
     MemberDropout,
     checkpoints,
     dropout,
+    lora,
     naive,
     parameter_bytes,
     with_member_dropout,
@@ -147,3 +148,99 @@ def test_dropout_on_a_model_without_dropout_layers_is_a_clear_error(small_logreg
     model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
     with pytest.raises(ConfigError, match="needs a 'model' with dropout layers"):
         dropout().fit(task, model, task.train_data)
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------------
+
+
+def _weight_grads(model, fn, data):
+    """Per-example gradients of ``fn(model(x), y)`` w.r.t. each nn.Linear weight: {name: [n, out, in]}."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def one(p, x, y):
+        return fn(functional_call(model, p, (x[None],)), y[None]).sum()
+
+    grads = vmap(grad(one), in_dims=(None, 0, 0))(params, data.inputs, data.targets)
+    return {k[: -len(".weight")]: v for k, v in grads.items() if k.endswith(".weight")}
+
+
+def test_fresh_adapters_give_the_base_gradients_projected_on_a(mlp):
+    """B = 0: ∂L/∂A = 0 and ∂L/∂B = (∂L/∂W) Aᵀ, so Grad-Dot over the adapters is Σ_l <G_l Aᵀ, G'_l Aᵀ>."""
+    from tdaeval.nn import LoRALinear
+
+    task, run = mlp
+    ensemble = lora("grad_dot", n_adapters=1, rank=3, steps=0).fit(task, run.model, task.train_data)
+    member = ensemble.members_[0].model_
+    x = task.test_data.inputs
+    torch.testing.assert_close(member(x), run.model(x))
+    assert all(name.endswith(("lora_A", "lora_B")) for name, _ in member.named_parameters())
+    loss_grads = _weight_grads(run.model, task.loss, task.train_data)
+    sign = -1.0 if task.higher_is_better else 1.0
+    test_grads = _weight_grads(run.model, lambda o, y: sign * task.measurement(o, y), task.test_data)
+    expected = torch.zeros(task.n_test, task.n_train)
+    for name, module in member.named_modules():
+        if isinstance(module, LoRALinear):
+            a = module.lora_A.detach()
+            expected += torch.einsum("tor,nor->tn", test_grads[name] @ a.T, loss_grads[name] @ a.T)
+    scores = ensemble.attribute(task.test_data)
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    # gradients over all parameters add the base model's own Grad-Dot
+    everything = lora("grad_dot", n_adapters=1, rank=3, steps=0, grad_params="all").fit(task, run.model, task.train_data)
+    base = get("grad_dot").fit(task, run.model, task.train_data).attribute(task.test_data)
+    torch.testing.assert_close(everything.attribute(task.test_data), base + expected, rtol=1e-4, atol=1e-5 * float(base.abs().max()))
+
+
+def test_adapters_fine_tuned_together_equal_each_fine_tuned_alone(mlp):
+    from tdaeval.attributors.ensembles import finetune_adapters
+    from tdaeval.nn import add_lora, lora_parameters
+
+    task, run = mlp
+    seeds = [11, 12, 13]
+    together = finetune_adapters(task, [add_lora(run.model, 2, s) for s in seeds], task.train_data, seeds, 15, 0.05, 32, 0.9)
+    for seed, model in zip(seeds, together):
+        alone = finetune_adapters(task, [add_lora(run.model, 2, seed)], task.train_data, [seed], 15, 0.05, 32, 0.9)[0]
+        for name, value in lora_parameters(model).items():
+            torch.testing.assert_close(value, lora_parameters(alone)[name], rtol=1e-5, atol=1e-6)
+    before = task.loss(run.model(task.train_data.inputs), task.train_data.targets).mean()
+    after = task.loss(together[0](task.train_data.inputs), task.train_data.targets).mean()
+    assert after < before  # fine-tuning lowers the training loss
+    assert not torch.equal(lora_parameters(together[0])["0.lora_B"], lora_parameters(together[1])["0.lora_B"])
+
+
+def test_lora_ensemble_averages_fine_tuned_members_and_counts_adapter_storage(mlp):
+    from tdaeval.nn import lora_parameters
+
+    task, run = mlp
+    ensemble = lora("grad_cos", n_adapters=3, rank=2, steps=10, targets=["3"]).fit(task, run.model, task.train_data)
+    members = [m.model_ for m in ensemble.members_]
+    assert all(set(lora_parameters(m)) == {"3.lora_A", "3.lora_B"} for m in members)
+    loop = torch.stack([get("grad_cos").fit(task, m, task.train_data).attribute(task.test_data) for m in members]).mean(0)
+    torch.testing.assert_close(ensemble.attribute(task.test_data), loop, rtol=1e-5, atol=1e-6)
+    adapter_bytes = sum(p.numel() * 4 for p in lora_parameters(members[0]).values())
+    assert ensemble.cost_["storage_bytes"] == parameter_bytes(run.model) + 3 * adapter_bytes
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"rank": 0}, "'rank'"),
+        ({"n_adapters": 0}, "'n_adapters'"),
+        ({"steps": -1}, "'steps'"),
+        ({"grad_params": "some"}, "'grad_params'"),
+        ({"lr": 0.0}, "'lr'"),
+        ({"targets": "3"}, "'targets'"),
+    ],
+)
+def test_lora_bad_parameters_name_the_parameter(params, match):
+    from tdaeval.attributors.ensembles import LoRAEnsemble
+
+    with pytest.raises(ConfigError, match=match):
+        LoRAEnsemble(**params)
+
+
+def test_lora_targets_must_be_layers_of_the_model(mlp):
+    task, run = mlp
+    with pytest.raises(ConfigError, match="'targets'.*\\['9'\\]"):
+        lora(targets=["9"], steps=0).fit(task, run.model, task.train_data)
