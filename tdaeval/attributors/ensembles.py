@@ -389,6 +389,11 @@ class DropoutEnsemble(Ensemble):
     p : float, optional
         Drop rate at attribution time, in [0, 1); default each layer's own rate.
     mask_mode : {"member", "example"}
+    trak_q_only : bool
+        For a ``trak`` base attributor: the masked passes compute only TRAK's
+        ``Q = 1 − p`` term (forward passes), averaged over the ``K`` passes,
+        while the projected gradients and the kernel come from the unmasked
+        model (the paper's cheaper TRAK variant); ``I`` members, not ``I·K``.
     """
 
     name = "dropout_ensemble"
@@ -404,10 +409,21 @@ class DropoutEnsemble(Ensemble):
         n_passes: int = 4,
         p: float | None = None,
         mask_mode: str = "member",
+        trak_q_only: bool = False,
         seed: int = 0,
         device: str | None = None,
     ) -> None:
         super().__init__(attributor, attributor_params, seed, device)
+        from tdaeval.attributors.trak import TRAK
+
+        if not isinstance(trak_q_only, bool):
+            raise ConfigError(f"The 'trak_q_only' parameter of DropoutEnsemble must be True or False. Got {trak_q_only!r}.")
+        if trak_q_only and not isinstance(self.template_, TRAK):
+            raise ConfigError(
+                f"The 'trak_q_only' parameter of DropoutEnsemble applies to a 'trak' base attributor; "
+                f"got {self.template_.display_name!r}."
+            )
+        self.trak_q_only = trak_q_only
         self.n_models = check_int_at_least("n_models", "DropoutEnsemble", n_models, 1)
         self.n_passes = check_int_at_least("n_passes", "DropoutEnsemble", n_passes, 1)
         if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0):
@@ -425,16 +441,43 @@ class DropoutEnsemble(Ensemble):
             )
         bases = NaiveEnsemble._members(self)  # the fitted model plus n_models - 1 trained ones
         example = self.train_.inputs[:1]
+        seeds = self._member_seeds()
         members = []
         for m, (model, _) in enumerate(bases):
             for k in range(self.n_passes):
-                members.append((with_member_dropout(model, example, self.p, self.mask_mode, _seed_of(self.seed, m, k)), None))
+                seed = seeds[m * self.n_passes + k]
+                members.append((with_member_dropout(model, example, self.p, self.mask_mode, seed), None))
         self._bases = [model for model, _ in bases]
         return members
+
+    def _member_seeds(self) -> list[int]:
+        """The mask seed of each member, base model by base model (``I·K``)."""
+        return [_seed_of(self.seed, m, k) for m in range(self.n_models) for k in range(self.n_passes)]
 
     def _storage_bytes(self, members: Sequence[tuple[nn.Module, list | None]]) -> int:
         # The masks are regenerated from seeds: only the trained models are stored.
         return sum(parameter_bytes(model) for model in self._bases)
+
+    def _fit(self) -> None:
+        if not self.trak_q_only:
+            return super()._fit()
+        start = time.perf_counter()
+        members = self._members()  # I·K masked models, pass-major within each base model
+        training = time.perf_counter() - start
+        start = time.perf_counter()
+        self.members_ = []
+        for m, base in enumerate(self._bases):
+            trak = copy.deepcopy(self.template_).fit(self.task_, base, self.train_, checkpoints=None)
+            masked = [model for model, _ in members[m * self.n_passes : (m + 1) * self.n_passes]]
+            # Q from the masked forward passes; gradients and kernel stay those of the unmasked model.
+            trak.q_ = torch.stack([trak._q(model, self.train_) for model in masked]).mean(0)
+            self.members_.append(trak)
+        self.cost_ = {
+            "members": len(self.members_),
+            "training_seconds": training,
+            "serving_seconds": time.perf_counter() - start,
+            "storage_bytes": self._storage_bytes(members),
+        }
 
 
 def naive(attributor: str | Attributor = "grad_dot", n_models: int = 4, **params: Any) -> NaiveEnsemble:

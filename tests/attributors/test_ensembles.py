@@ -244,3 +244,20 @@ def test_lora_targets_must_be_layers_of_the_model(mlp):
     task, run = mlp
     with pytest.raises(ConfigError, match="'targets'.*\\['9'\\]"):
         lora(targets=["9"], steps=0).fit(task, run.model, task.train_data)
+
+
+def test_trak_q_only_dropout_takes_q_from_masked_passes_and_gradients_from_the_plain_model(mlp):
+    task, run = mlp
+    params = {"projection_dim": 64}
+    plain = get("trak", **params).fit(task, run.model, task.train_data)
+    plain_scores = plain.attribute(task.test_data).double()
+    same = dropout("trak", attributor_params=params, n_passes=2, p=0.0, trak_q_only=True).fit(task, run.model, task.train_data)
+    torch.testing.assert_close(same.attribute(task.test_data).double(), plain_scores, rtol=1e-5, atol=1e-7)
+    ensemble = dropout("trak", attributor_params=params, n_passes=3, p=0.3, trak_q_only=True, seed=2)
+    scores = ensemble.fit(task, run.model, task.train_data).attribute(task.test_data).double()
+    assert ensemble.cost_["members"] == 1
+    masked = [with_member_dropout(run.model, task.train_data.inputs[:1], 0.3, "member", s) for s in ensemble._member_seeds()]
+    q = torch.stack([torch.sigmoid(-task.measure(m, task.train_data).double()) for m in masked]).mean(0)
+    torch.testing.assert_close(scores, plain_scores / plain.q_ * q, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ConfigError, match="'trak_q_only'"):
+        dropout("grad_dot", trak_q_only=True)
