@@ -65,3 +65,19 @@ def test_tutorial_02_compares_every_family_and_the_installed_adapters(tmp_path):
             assert label in ran, label
         else:
             assert f"pip install 'tdaeval[{attributor.extra}]'" in proc.stdout
+
+
+def test_tutorial_03_ensembles_and_seed_noise(tmp_path):
+    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(TUTORIALS / "03_ensembles_and_seed_noise.py"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    ran = {r["attributor"]: r for r in doc["results"] if r["error"] is None}
+    assert {"grad_dot naive I=8", "trak naive I=8", "grad_dot dropout K=4", "grad_dot lora K=4"} <= set(ran)
+    assert ran["grad_dot lora K=4"]["cost"]["storage_bytes"] > 0  # the ensembles' cost split reaches the results
+    noise = json.loads((tmp_path / "out" / "seed_noise.json").read_text())
+    assert set(noise) == {"grad_dot", "influence", "grad_dot, init only", "grad_dot, batch order only"}
+    assert all(0.0 <= row["mean_p"] <= 1.0 for row in noise.values())

@@ -184,6 +184,8 @@ def evaluate(
             entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
             continue
         cost = {"fit_s": fit_s, "attribute_s": attribute_s}
+        # Ensembles and the seed posterior split their cost further (training, serving, storage).
+        cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
         for metric, truth in zip(metric_objs, truths):
             entries.append(Entry(name, metric.name, metric.compute(scores, truth), cost, attributor.get_params()))
     report("attributors", len(resolved), len(resolved))
