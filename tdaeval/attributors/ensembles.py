@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tdaeval.attributors._members import MemberStack, stack_members
 from tdaeval.attributors.base import Attributor, get, register
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
@@ -92,6 +93,11 @@ class Ensemble(Attributor):
         Seed of whatever the ensemble draws (extra models, masks).
     device : str, optional
         Where extra members are trained.
+    batch_members : bool
+        Compute ``grad_dot`` / ``grad_cos`` for all members at once (stacked
+        parameters, ``vmap``, layer-wise factors; members of one architecture
+        whose parameters all sit in ``nn.Linear`` layers), else one member
+        after the other. Other attributors always run member by member.
     """
 
     name = "ensemble"
@@ -102,7 +108,11 @@ class Ensemble(Attributor):
         attributor_params: dict[str, Any] | None = None,
         seed: int = 0,
         device: str | None = None,
+        batch_members: bool = True,
     ) -> None:
+        if not isinstance(batch_members, bool):
+            raise ConfigError(f"The 'batch_members' parameter of {type(self).__name__} must be True or False. Got {batch_members!r}.")
+        self.batch_members = batch_members
         if isinstance(attributor, Attributor):
             if attributor_params:
                 raise ConfigError(
@@ -148,11 +158,17 @@ class Ensemble(Attributor):
         members = self._members()
         training = time.perf_counter() - start
         start = time.perf_counter()
+        self.member_models_ = [model for model, _ in members]
+        self.stack_ = self._stack(self.member_models_)
         self.members_: list[Attributor] = []
-        for model, member_checkpoints in members:
-            member = copy.deepcopy(self.template_)
-            member.fit(self.task_, model, self.train_, checkpoints=member_checkpoints)
-            self.members_.append(member)
+        if self.stack_ is not None:
+            self.train_factors_ = self.stack_.factors(self.task_.loss, self.train_, self.template_.chunk_size)
+            self.train_norms_ = self._norms(self.train_factors_)
+        else:
+            for model, member_checkpoints in members:
+                member = copy.deepcopy(self.template_)
+                member.fit(self.task_, model, self.train_, checkpoints=member_checkpoints)
+                self.members_.append(member)
         self.cost_ = {
             "members": len(members),
             "training_seconds": training,
@@ -160,14 +176,39 @@ class Ensemble(Attributor):
             "storage_bytes": self._storage_bytes(members),
         }
 
+    def _stack(self, models: list[nn.Module]) -> MemberStack | None:
+        """The members stacked for the batched Grad-Dot / Grad-Cos path, or None (member by member)."""
+        from tdaeval.attributors.gradient import GradCos, GradDot
+
+        if not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False:
+            return None
+        try:
+            return stack_members(models, self.train_.inputs[:1])
+        except RuntimeError:  # members on different devices
+            return None
+
+    def _norms(self, factors) -> Tensor | None:
+        from tdaeval.attributors.gradient import GradCos
+
+        if not isinstance(self.template_, GradCos):
+            return None
+        return MemberStack.sq_norms(factors).sqrt().clamp_min(1e-12)
+
     def _attribute(self, test: Data) -> Tensor:
         start = time.perf_counter()
-        total = None
-        for member in self.members_:
-            scores = member.attribute(test).double()
-            total = scores if total is None else total + scores
+        if self.stack_ is not None:
+            from tdaeval.attributors.gradient import _measurement_objective
+
+            test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self.template_.chunk_size)
+            scores = MemberStack.mean_products(test_factors, self.train_factors_, self._norms(test_factors), self.train_norms_)
+        else:
+            total = None
+            for member in self.members_:
+                member_scores = member.attribute(test).double()
+                total = member_scores if total is None else total + member_scores
+            scores = (total / len(self.members_)).float()
         self.cost_["serving_seconds"] += time.perf_counter() - start
-        return (total / len(self.members_)).float()
+        return scores
 
 
 def _check_checkpoints(checkpoints: list | None, owner: str) -> None:
@@ -190,7 +231,7 @@ class NaiveEnsemble(Ensemble):
 
     Parameters
     ----------
-    attributor, attributor_params, seed, device
+    attributor, attributor_params, seed, device, batch_members
         As :class:`Ensemble`.
     n_models : int
         ``I`` (>= 1); ``I = 1`` is the base attributor itself.
@@ -206,8 +247,9 @@ class NaiveEnsemble(Ensemble):
         n_models: int = 4,
         seed: int = 0,
         device: str | None = None,
+        batch_members: bool = True,
     ) -> None:
-        super().__init__(attributor, attributor_params, seed, device)
+        super().__init__(attributor, attributor_params, seed, device, batch_members)
         self.n_models = check_int_at_least("n_models", "NaiveEnsemble", n_models, 1)
 
     def _members(self) -> list[tuple[nn.Module, list | None]]:
@@ -229,7 +271,7 @@ class CheckpointEnsemble(Ensemble):
 
     Parameters
     ----------
-    attributor, attributor_params, seed, device
+    attributor, attributor_params, seed, device, batch_members
         As :class:`Ensemble`.
     n_checkpoints : int, optional
         ``C``; default all of them.
@@ -244,8 +286,9 @@ class CheckpointEnsemble(Ensemble):
         n_checkpoints: int | None = None,
         seed: int = 0,
         device: str | None = None,
+        batch_members: bool = True,
     ) -> None:
-        super().__init__(attributor, attributor_params, seed, device)
+        super().__init__(attributor, attributor_params, seed, device, batch_members)
         if n_checkpoints is not None:
             check_int_at_least("n_checkpoints", "CheckpointEnsemble", n_checkpoints, 1)
         self.n_checkpoints = n_checkpoints
@@ -380,7 +423,7 @@ class DropoutEnsemble(Ensemble):
 
     Parameters
     ----------
-    attributor, attributor_params, seed, device
+    attributor, attributor_params, seed, device, batch_members
         As :class:`Ensemble`.
     n_models : int
         ``I``: the fitted model plus ``I − 1`` trained from scratch (as :class:`NaiveEnsemble`).
@@ -412,8 +455,9 @@ class DropoutEnsemble(Ensemble):
         trak_q_only: bool = False,
         seed: int = 0,
         device: str | None = None,
+        batch_members: bool = True,
     ) -> None:
-        super().__init__(attributor, attributor_params, seed, device)
+        super().__init__(attributor, attributor_params, seed, device, batch_members)
         from tdaeval.attributors.trak import TRAK
 
         if not isinstance(trak_q_only, bool):
@@ -465,7 +509,7 @@ class DropoutEnsemble(Ensemble):
         members = self._members()  # I·K masked models, pass-major within each base model
         training = time.perf_counter() - start
         start = time.perf_counter()
-        self.members_ = []
+        self.member_models_, self.stack_, self.members_ = [model for model, _ in members], None, []
         for m, base in enumerate(self._bases):
             trak = copy.deepcopy(self.template_).fit(self.task_, base, self.train_, checkpoints=None)
             masked = [model for model, _ in members[m * self.n_passes : (m + 1) * self.n_passes]]
@@ -593,7 +637,7 @@ class LoRAEnsemble(Ensemble):
 
     Parameters
     ----------
-    attributor, attributor_params, seed, device
+    attributor, attributor_params, seed, device, batch_members
         As :class:`Ensemble`.
     n_models : int
         ``I`` base models (the fitted one plus ``I − 1`` trained, as :class:`NaiveEnsemble`).
@@ -628,8 +672,9 @@ class LoRAEnsemble(Ensemble):
         grad_params: str = "lora",
         seed: int = 0,
         device: str | None = None,
+        batch_members: bool = True,
     ) -> None:
-        super().__init__(attributor, attributor_params, seed, device)
+        super().__init__(attributor, attributor_params, seed, device, batch_members)
         self.n_models = check_int_at_least("n_models", "LoRAEnsemble", n_models, 1)
         self.n_adapters = check_int_at_least("n_adapters", "LoRAEnsemble", n_adapters, 1)
         self.rank = check_int_at_least("rank", "LoRAEnsemble", rank, 1)
