@@ -2,21 +2,28 @@
 
 from tdaeval.groundtruth.executors import LocalExecutor, get_executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
-from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, subset_masks
+from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, run_jobs, subset_masks
+from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth, loo_jobs, removed_indices
 from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
 
 __all__ = [
     "ArtifactStore",
     "LDSGroundTruth",
     "LDSSpec",
+    "LOOGroundTruth",
+    "LOOSpec",
     "LocalExecutor",
     "TrainJob",
     "build_lds_groundtruth",
+    "build_loo_groundtruth",
     "default_cache_dir",
     "derive_seed",
     "get_executor",
     "job_key",
     "lds_jobs",
+    "loo_jobs",
     "make_train_job",
+    "removed_indices",
+    "run_jobs",
     "subset_masks",
 ]

@@ -15,7 +15,7 @@ from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.task import Task
 
-__all__ = ["LDSSpec", "LDSGroundTruth", "subset_masks", "lds_jobs", "build_lds_groundtruth"]
+__all__ = ["LDSSpec", "LDSGroundTruth", "subset_masks", "lds_jobs", "build_lds_groundtruth", "run_jobs"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,47 @@ class LDSGroundTruth:
         return self.outputs.mean(dim=1)
 
 
+def run_jobs(
+    task: Task,
+    jobs: list[TrainJob],
+    store: ArtifactStore,
+    *,
+    executor: LocalExecutor | str | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Tensor], int, int]:
+    """Test measurements ``[n_test]`` of ``jobs`` by key: loaded from ``store``, the rest trained and stored.
+
+    Each result is stored as its batch finishes, so an interrupted build
+    resumes. Returns the results, the number reused and the number trained.
+    """
+    results: dict[str, Tensor] = {}
+    missing: list[TrainJob] = []
+    for job in jobs:
+        if job.key in results:
+            continue
+        stored = store.load(job.key, job.spec)
+        if stored is not None and stored.get("outputs") is not None and stored["outputs"].shape == (task.n_test,):
+            results[job.key] = stored["outputs"]
+        else:
+            missing.append(job)
+    unique = {job.key for job in jobs}
+    missing = list({job.key: job for job in missing}.values())
+    reused = len(results)
+    if progress:
+        progress(len(results), len(unique))
+
+    def on_result(job: TrainJob, measurement: Tensor) -> None:
+        store.save(job.key, job.spec, {"outputs": measurement})
+        results[job.key] = measurement
+        if progress:
+            progress(len(results), len(unique))
+
+    if missing:
+        get_executor(executor, device=device).run(task, missing, on_result)
+    return results, reused, len(missing)
+
+
 def build_lds_groundtruth(
     task: Task,
     spec: LDSSpec,
@@ -127,27 +168,9 @@ def build_lds_groundtruth(
     """
     masks = subset_masks(task.n_train, spec)
     jobs = lds_jobs(task, spec, masks)
-    flat = [job for row in jobs for job in row]
-    results: dict[str, Tensor] = {}
-    missing: list[TrainJob] = []
-    for job in flat:
-        stored = store.load(job.key, job.spec)
-        if stored is not None and stored.get("outputs") is not None and stored["outputs"].shape == (task.n_test,):
-            results[job.key] = stored["outputs"]
-        else:
-            missing.append(job)
-    reused = len(results)
-    if progress:
-        progress(len(results), len(flat))
-
-    def on_result(job: TrainJob, measurement: Tensor) -> None:
-        store.save(job.key, job.spec, {"outputs": measurement})
-        results[job.key] = measurement
-        if progress:
-            progress(len(results), len(flat))
-
-    if missing:
-        get_executor(executor, device=device).run(task, missing, on_result)
+    results, reused, trained = run_jobs(
+        task, [job for row in jobs for job in row], store, executor=executor, device=device, progress=progress
+    )
     outputs = torch.stack([torch.stack([results[job.key] for job in row]) for row in jobs])
     provenance = {
         "kind": "lds",
@@ -158,7 +181,7 @@ def build_lds_groundtruth(
         "higher_is_better": task.higher_is_better,
         "training_seeds": [[job.seed for job in row] for row in jobs],
         "jobs_reused": reused,
-        "jobs_trained": len(missing),
+        "jobs_trained": trained,
         "store": str(store.root),
         "from_scratch": True,
     }

@@ -2,5 +2,6 @@
 
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names, register_metric
 from tdaeval.metrics.lds import LDS
+from tdaeval.metrics.loo import LOO, LOOPearson
 
-__all__ = ["LDS", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]
+__all__ = ["LDS", "LOO", "LOOPearson", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]
