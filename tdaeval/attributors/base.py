@@ -50,6 +50,9 @@ class Attribution:
     test : str
         How ``p_value`` was computed: ``"snr"`` (per-draw signal-to-noise,
         ``2(1 − Φ(|μ/σ|))``) or ``"t"`` (t-test of the mean, ``S − 1`` degrees of freedom).
+    samples : Tensor, optional
+        ``[S, n_test, n_train]``: the scores of each sample (seed), for
+        cross-seed stability metrics.
     """
 
     mean: Tensor
@@ -57,6 +60,7 @@ class Attribution:
     n_samples: int
     p_value: Tensor
     test: str = "snr"
+    samples: Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -298,4 +302,12 @@ def validate_attribution(result: Attribution, n_test: int, n_train: int, attribu
         raise AttributorError(f"Attributor {attributor!r} returned p-values outside [0, 1].")
     if not (isinstance(result.n_samples, int) and result.n_samples >= 2):
         raise AttributorError(f"Attributor {attributor!r} returned an Attribution of {result.n_samples!r} samples; expected >= 2.")
-    return Attribution(mean, std, result.n_samples, p_value, result.test)
+    samples = result.samples
+    if samples is not None:
+        if tuple(samples.shape) != (result.n_samples, n_test, n_train):
+            raise AttributorError(
+                f"Attributor {attributor!r} returned samples of shape {tuple(samples.shape)}; "
+                f"expected [n_samples={result.n_samples}, n_test={n_test}, n_train={n_train}]."
+            )
+        samples = torch.stack([validate_scores(row, n_test, n_train, attributor) for row in samples])
+    return Attribution(mean, std, result.n_samples, p_value, result.test, samples)

@@ -223,7 +223,7 @@ class SeedPosterior(Attributor):
         stack = self.seed_scores(test)
         mean, std, p_value = seed_statistics(stack, self.test)
         self.cost_["serving_seconds"] += time.perf_counter() - start
-        return Attribution(mean=mean, std=std, n_samples=self.n_seeds, p_value=p_value, test=self.test)
+        return Attribution(mean=mean, std=std, n_samples=self.n_seeds, p_value=p_value, test=self.test, samples=stack.float())
 
 
 def seed_posterior(attributor: str | Attributor = "grad_dot", n_seeds: int = 10, last_k: int = 1, **params: Any) -> SeedPosterior:

@@ -7,6 +7,7 @@ from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
 from tdaeval.functional.correlation import pearson, rankdata, spearman
 from tdaeval.functional.lds import lds, subset_predictions
 from tdaeval.functional.ranking import bootstrap_rank_intervals
+from tdaeval.functional.reliability import rank_stability, topk_jaccard
 
 __all__ = [
     "bootstrap_ci",
@@ -14,7 +15,9 @@ __all__ = [
     "lds",
     "nanmean_ci",
     "pearson",
+    "rank_stability",
     "rankdata",
     "spearman",
     "subset_predictions",
+    "topk_jaccard",
 ]

@@ -3,5 +3,6 @@
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names, register_metric
 from tdaeval.metrics.lds import LDS
 from tdaeval.metrics.loo import LOO, LOOPearson
+from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 
-__all__ = ["LDS", "LOO", "LOOPearson", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]
+__all__ = ["LDS", "LOO", "LOOPearson", "SeedRankStability", "SeedReliability", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]

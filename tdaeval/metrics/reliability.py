@@ -1,0 +1,123 @@
+"""Seed-noise reliability of an attributor's scores (Nguyen, Seo, Oh 2023; METHODS.md §4).
+
+Both metrics read an :class:`~tdaeval.attributors.Attribution` with its
+per-seed samples, as :class:`~tdaeval.attributors.seeds.SeedPosterior`
+returns (``seed_posterior(attributor, n_seeds=S)``); they need no retraining
+of their own beyond the posterior's ``S`` models.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import tdaeval.functional as F
+from tdaeval.attributors.base import Attribution
+from tdaeval.errors import ConfigError
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+
+__all__ = ["SeedReliability", "SeedRankStability"]
+
+
+def _attribution(scores: Any, metric: str) -> Attribution:
+    if not isinstance(scores, Attribution) or scores.samples is None:
+        raise ConfigError(
+            f"Metric {metric!r} needs the per-seed scores of a seed posterior, not plain scores: evaluate "
+            "seed_posterior(attributor, n_seeds=S) (tdaeval.attributors.seeds) instead of the attributor itself."
+        )
+    return scores
+
+
+class _SeedMetric(Metric):
+    requires = frozenset()
+
+    def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+
+    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> None:
+        """No gold standard: the metric reads the scores' own seed samples."""
+        return None
+
+    def _result(self, per_test: Tensor, provenance: dict[str, Any]) -> MetricResult:
+        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
+        provenance = {**provenance, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__,
+                      "python": platform.python_version()}
+        return MetricResult(self.name, value, ci, per_test, self.higher_is_better, n_nan, self.bounds, provenance)
+
+
+@register_metric
+class SeedReliability(_SeedMetric):
+    """Fraction of train–test pairs whose score is distinguishable from seed noise (``p < alpha``).
+
+    Per test point, the fraction of its training points with ``p < alpha``;
+    the value is the mean over test points (the overall fraction) with a
+    bootstrap CI over test points. The provenance adds the mean p-value, the
+    number of seeds and the test used.
+
+    Parameters
+    ----------
+    alpha : float
+        Significance level in (0, 1).
+    n_bootstrap, seed : int
+        Bootstrap resamples and their seed.
+    """
+
+    name = "seed_reliability"
+    higher_is_better = True
+    bounds = (0.0, 1.0)
+
+    def __init__(self, alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        super().__init__(n_bootstrap, seed)
+        if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
+            raise ConfigError(f"The 'alpha' parameter of SeedReliability must be in (0, 1). Got {alpha!r} instead.")
+        self.alpha = float(alpha)
+
+    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+        result = _attribution(scores, self.name)
+        per_test = (result.p_value < self.alpha).double().mean(dim=1)
+        return self._result(per_test, {
+            "kind": "seed_noise", "alpha": self.alpha, "n_seeds": result.n_samples, "test": result.test,
+            "mean_p": float(result.p_value.double().mean()),
+        })
+
+
+@register_metric
+class SeedRankStability(_SeedMetric):
+    """Agreement of the seeds' rankings: mean pairwise Spearman of each test point's score rows.
+
+    The provenance adds the mean top-``k`` Jaccard index of the seeds' ``k``
+    highest-scored training points.
+
+    Parameters
+    ----------
+    k : int
+        Size of the top set for the Jaccard index.
+    n_bootstrap, seed : int
+        Bootstrap resamples and their seed.
+    """
+
+    name = "seed_rank_stability"
+    higher_is_better = True
+    bounds = (-1.0, 1.0)
+
+    def __init__(self, k: int = 10, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        super().__init__(n_bootstrap, seed)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"The 'k' parameter of SeedRankStability must be an integer >= 1. Got {k!r} instead.")
+        self.k = k
+
+    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+        result = _attribution(scores, self.name)
+        samples = result.samples.double()
+        k = min(self.k, samples.shape[-1])
+        per_test = F.rank_stability(samples)
+        jaccard = F.topk_jaccard(samples, k)
+        return self._result(per_test, {
+            "kind": "seed_noise", "n_seeds": result.n_samples, "k": k, "topk_jaccard": float(jaccard.mean()),
+            "topk_jaccard_per_example": jaccard.tolist(),
+        })
