@@ -3,6 +3,7 @@
 from tdaeval.groundtruth.executors import LocalExecutor, get_executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, run_jobs, subset_masks
+from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth, loo_jobs, removed_indices
 from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
 
@@ -13,9 +14,12 @@ __all__ = [
     "LOOGroundTruth",
     "LOOSpec",
     "LocalExecutor",
+    "RemovalContext",
+    "RemovalSpec",
     "TrainJob",
     "build_lds_groundtruth",
     "build_loo_groundtruth",
+    "build_removal_context",
     "default_cache_dir",
     "derive_seed",
     "get_executor",
@@ -23,6 +27,7 @@ __all__ = [
     "lds_jobs",
     "loo_jobs",
     "make_train_job",
+    "removal_outcome",
     "removed_indices",
     "run_jobs",
     "subset_masks",

@@ -4,5 +4,6 @@ from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names,
 from tdaeval.metrics.lds import LDS
 from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
+from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
 
-__all__ = ["LDS", "LOO", "LOOPearson", "SeedRankStability", "SeedReliability", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]
+__all__ = ["Brittleness", "FlipTest", "LDS", "LOO", "LOOPearson", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]

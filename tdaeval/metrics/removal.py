@@ -1,0 +1,189 @@
+"""Counterfactual removal metrics: top-k removal, the flip test and brittleness (METHODS.md §2)."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import tdaeval.functional as F
+from tdaeval.errors import ConfigError
+from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+
+__all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
+
+
+def _scores(scores: Any) -> Tensor:
+    scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
+    if not isinstance(scores, Tensor) or scores.ndim != 2:
+        raise ConfigError(f"Removal metrics expect scores as a Tensor [n_test, n_train]. Got {type(scores).__name__}.")
+    return scores
+
+
+class _RemovalMetric(Metric):
+    requires = frozenset({"removal"})
+
+    def __init__(self, k_grid, n_seeds, n_test_points, seed, n_bootstrap) -> None:
+        self.spec = RemovalSpec(k_grid=tuple(k_grid), n_seeds=n_seeds, n_test_points=n_test_points, seed=seed)
+        self.k_grid, self.n_seeds, self.n_test_points, self.seed = list(self.spec.k_grid), n_seeds, n_test_points, seed
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        self.n_bootstrap = n_bootstrap
+
+    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> RemovalContext:
+        return build_removal_context(task, self.spec, store, **kwargs)
+
+    def _result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool) -> MetricResult:
+        value, ci, n_nan = F.nanmean_ci(per_example, n_resamples=self.n_bootstrap, seed=self.seed)
+        provenance = {**provenance, "kind": self.name, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
+                      "torch": torch.__version__, "python": platform.python_version()}
+        return MetricResult(self.name, value, ci, per_example, higher_is_better, n_nan, self.bounds, provenance)
+
+
+@register_metric
+class TopKRemoval(_RemovalMetric):
+    """Harm to a test point's measurement from removing its ``k`` highest-scored training points and retraining.
+
+    For each evaluated test point and each ``k``: remove the ``k`` training
+    points with the highest scores, retrain from scratch with ``n_seeds``
+    paired seeds and measure how much the test measurement got worse than
+    with all data (positive = the removed points supported it). The value is
+    the mean harm at the largest ``k`` with a bootstrap CI over test points;
+    the provenance holds the mean harm per ``k`` for the top-, random- and
+    bottom-scored removals (the baselines). Cost:
+    ``3 · len(k_grid) · n_seeds · n_test_points`` trainings per attributor
+    (random removals are shared by all attributors).
+
+    Parameters
+    ----------
+    k_grid : list of int
+        Removal sizes, increasing.
+    n_seeds : int
+        Paired seeds per removal.
+    n_test_points : int, optional
+        Test points evaluated (seeded sample; None: all).
+    seed : int
+        Seed of the sample, of random removals and of training.
+    n_bootstrap : int
+        Bootstrap resamples for the CI.
+    """
+
+    name = "topk_removal"
+    higher_is_better = True
+
+    def __init__(self, k_grid=(10, 20, 40), n_seeds: int = 2, n_test_points: int | None = 20, seed: int = 0, n_bootstrap: int = 2000) -> None:
+        super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
+
+    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
+        scores = _scores(scores)
+        higher = truth.task.higher_is_better
+        curves, trained = {}, 0
+        for selection in ("top", "random", "bottom"):
+            outcome = removal_outcome(truth, scores, selection)
+            harm = outcome.harm(higher)  # [t, len(k)]
+            curves[selection] = harm.mean(0).tolist()
+            trained += outcome.jobs_trained
+            if selection == "top":
+                per_example = harm[:, -1]
+        provenance = {**truth.provenance, "mean_harm_per_k": curves, "jobs_trained": trained,
+                      "model_trainings": 3 * len(truth.spec.k_grid) * truth.spec.n_seeds * len(truth.test_points) + truth.spec.n_seeds}
+        return self._result(per_example, provenance, higher_is_better=True)
+
+
+def _check_margin(context: RemovalContext, name: str) -> None:
+    if context.task.measurement_name != "margin":
+        raise ConfigError(
+            f"Metric {name!r} needs a classification task measured by the margin (correct = margin > 0). "
+            f"Got measurement {context.task.measurement_name!r}."
+        )
+
+
+@register_metric
+class FlipTest(_RemovalMetric):
+    """Fraction of test points whose prediction flips when their top-``k`` training points are removed.
+
+    Test points correctly classified by every full-data seed are kept; for each
+    ``k`` the ``k`` highest-scored training points are removed and the model
+    retrained with ``n_seeds`` seeds; a point is flipped at ``k`` when fewer
+    than half of the seeds classify it correctly (margin > 0), and stays
+    flipped for larger ``k`` (cumulative). The value is the fraction flipped
+    at the largest ``k`` (bootstrap CI over the kept points); the provenance
+    holds the fraction per ``k`` for the top-scored and for random removals.
+    Cost: ``2 · len(k_grid) · n_seeds`` trainings per kept test point.
+
+    Parameters
+    ----------
+    k_grid, n_seeds, n_test_points, seed, n_bootstrap
+        As :class:`TopKRemoval` (defaults: k = 20, 40, …, 120; 3 seeds).
+    """
+
+    name = "flip_test"
+    higher_is_better = True
+    bounds = (0.0, 1.0)
+
+    def __init__(self, k_grid=(20, 40, 60, 80, 100, 120), n_seeds: int = 3, n_test_points: int | None = 20, seed: int = 0,
+                 n_bootstrap: int = 2000) -> None:
+        super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
+
+    def _flips(self, truth: RemovalContext, scores: Tensor, selection: str) -> tuple[Tensor, Tensor, int]:
+        """Kept test points, cumulative flips ``[t, len(k)]`` and jobs trained."""
+        _check_margin(truth, self.name)
+        correct_everywhere = (truth.full_outputs[:, truth.test_points] > 0).all(dim=0)
+        kept = truth.test_points[correct_everywhere]
+        if kept.numel() == 0:
+            raise ConfigError(f"Metric {self.name!r}: none of the {len(truth.test_points)} test points is classified correctly by every seed.")
+        outcome = removal_outcome(truth, scores, selection, points=kept)
+        flipped = (outcome.outputs > 0).double().mean(dim=2) < 0.5  # [t, len(k)]
+        return kept, torch.cummax(flipped.int(), dim=1).values.bool(), outcome.jobs_trained
+
+    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
+        scores = _scores(scores)
+        kept, top, trained = self._flips(truth, scores, "top")
+        _, random, trained_random = self._flips(truth, scores, "random")
+        provenance = {
+            **truth.provenance,
+            "kept_test_points": kept.tolist(),
+            "fraction_flipped_per_k": {"top": top.double().mean(0).tolist(), "random": random.double().mean(0).tolist()},
+            "jobs_trained": trained + trained_random,
+        }
+        return self._result(top[:, -1].double(), provenance, higher_is_better=True)
+
+
+@register_metric
+class Brittleness(FlipTest):
+    """Smallest number of top-scored training points whose removal flips a test prediction (Ilyas et al. 2022).
+
+    Per kept test point (correct under every full-data seed), the smallest
+    ``k`` in the grid at which removing its ``k`` highest-scored training
+    points and retraining flips it (as in :class:`FlipTest`); NaN when no
+    ``k`` in the grid does. The value is the mean over the points that flip
+    (lower = the attributor finds smaller supports; read it with
+    ``n_never_flipped`` and the CDF in the provenance, since points that never
+    flip are left out). Defaults follow dattri: ``k`` = 20, 40, …, 180, one
+    seed per ``k``.
+    """
+
+    name = "brittleness"
+    higher_is_better = False
+    bounds = None
+
+    def __init__(self, k_grid=(20, 40, 60, 80, 100, 120, 140, 160, 180), n_seeds: int = 1, n_test_points: int | None = 20,
+                 seed: int = 0, n_bootstrap: int = 2000) -> None:
+        super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
+
+    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
+        scores = _scores(scores)
+        kept, top, trained = self._flips(truth, scores, "top")
+        grid = torch.tensor(truth.spec.k_grid, dtype=torch.float64)
+        first = torch.where(top.any(dim=1), grid[top.int().argmax(dim=1)], torch.full((len(kept),), float("nan"), dtype=torch.float64))
+        provenance = {
+            **truth.provenance,
+            "kept_test_points": kept.tolist(),
+            "cdf": {"k": truth.spec.k_grid, "fraction_flipped": top.double().mean(0).tolist()},
+            "n_never_flipped": int(torch.isnan(first).sum()),
+            "jobs_trained": trained,
+        }
+        return self._result(first, provenance, higher_is_better=False)
