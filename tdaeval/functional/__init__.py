@@ -4,7 +4,7 @@ No I/O and no classes here; metrics in :mod:`tdaeval.metrics` wrap these.
 """
 
 from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
-from tdaeval.functional.correlation import pearson, rankdata, spearman
+from tdaeval.functional.correlation import cosine, pearson, rankdata, spearman
 from tdaeval.functional.lds import lds, subset_predictions
 from tdaeval.functional.ranking import bootstrap_rank_intervals
 from tdaeval.functional.reliability import rank_stability, topk_jaccard
@@ -12,6 +12,7 @@ from tdaeval.functional.reliability import rank_stability, topk_jaccard
 __all__ = [
     "bootstrap_ci",
     "bootstrap_rank_intervals",
+    "cosine",
     "lds",
     "nanmean_ci",
     "pearson",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rankdata", "pearson", "spearman"]
+__all__ = ["cosine", "rankdata", "pearson", "spearman"]
 
 
 def rankdata(x: Tensor, dim: int = -1) -> Tensor:
@@ -85,3 +85,13 @@ def spearman(x: Tensor, y: Tensor, dim: int = -1) -> Tensor:
     ry = rankdata(y, dim=dim)
     # Ranks of a constant vector are all equal, so pearson returns NaN for it.
     return pearson(rx, ry, dim=dim)
+
+
+def cosine(x: Tensor, y: Tensor, dim: int = -1) -> Tensor:
+    """Cosine similarity along ``dim``, float64; NaN where either side is all zeros."""
+    x = x.to(torch.float64)
+    y = y.to(torch.float64)
+    nx, ny = x.norm(dim=dim), y.norm(dim=dim)
+    zero = (nx == 0) | (ny == 0)
+    value = (x * y).sum(dim=dim) / torch.where(zero, torch.ones_like(nx), nx * ny)
+    return torch.where(zero, torch.full_like(value, float("nan")), value.clamp(-1.0, 1.0))

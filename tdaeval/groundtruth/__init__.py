@@ -1,6 +1,7 @@
 """Gold standards built by retraining: specs, jobs, the artifact store and executors."""
 
 from tdaeval.groundtruth.executors import LocalExecutor, get_executor
+from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth, further_train
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, run_jobs, subset_masks
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
@@ -9,6 +10,8 @@ from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
 
 __all__ = [
     "ArtifactStore",
+    "FurtherTrainingGroundTruth",
+    "FurtherTrainingSpec",
     "LDSGroundTruth",
     "LDSSpec",
     "LOOGroundTruth",
@@ -17,11 +20,13 @@ __all__ = [
     "RemovalContext",
     "RemovalSpec",
     "TrainJob",
+    "build_further_training_groundtruth",
     "build_lds_groundtruth",
     "build_loo_groundtruth",
     "build_removal_context",
     "default_cache_dir",
     "derive_seed",
+    "further_train",
     "get_executor",
     "job_key",
     "lds_jobs",

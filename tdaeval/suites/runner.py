@@ -159,9 +159,10 @@ def evaluate(
     truths = []
     for metric in metric_objs:
         stage = f"ground truth ({metric.name})"
-        truths.append(
-            metric.build_truth(task, store, device=device, executor=executor, progress=lambda d, t, s=stage: report(s, d, t))
-        )
+        kwargs = {"device": device, "executor": executor, "progress": lambda d, t, s=stage: report(s, d, t)}
+        if getattr(metric, "needs_model", False):  # gold standards of the explained model itself (further training)
+            kwargs = {"model": model, "device": device, "progress": kwargs["progress"]}
+        truths.append(metric.build_truth(task, store, **kwargs))
 
     entries: list[Entry] = []
     for i, (name, attributor) in enumerate(resolved.items()):

@@ -1,0 +1,109 @@
+"""The further-training gold standard as a metric (Wei et al. 2024; METHODS.md §3)."""
+
+from __future__ import annotations
+
+import math
+import platform
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+import tdaeval.functional as F
+from tdaeval.errors import ConfigError
+from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+
+__all__ = ["FurtherTraining", "FurtherTrainingSpearman"]
+
+
+@register_metric
+class FurtherTraining(Metric):
+    """Agreement with further training of the final model: per test point, cosine of scores and ``a`` over left-out points.
+
+    ``a_i(z)`` is the change of the test measurement when the final model is
+    further trained without ``i`` instead of with it (paired batch orders,
+    averaged over ``n_seeds``, centred over the left-out points; oriented so
+    that positive = ``i`` supported ``z``), recorded after each epoch. The
+    curve is the mean over test points of the per-test cosine after each
+    epoch; the value is its maximum, with per-example values and a bootstrap
+    CI at that epoch (the choice of the epoch is not part of the interval).
+    Cost: ``n_seeds · (n_left_out + 1)`` further-training runs of ``epochs``
+    epochs, batched.
+
+    Parameters
+    ----------
+    n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed
+        See :class:`~tdaeval.groundtruth.further.FurtherTrainingSpec`.
+    max_runs : int
+        Runs trained together (bounds memory).
+    n_bootstrap : int
+        Bootstrap resamples for the CI.
+    """
+
+    name = "further_training"
+    higher_is_better = True
+    bounds = (-1.0, 1.0)
+    requires = frozenset({"further_training"})
+    #: build_truth needs the explained model itself.
+    needs_model = True
+    correlation: ClassVar[str] = "cosine"
+
+    def __init__(
+        self,
+        n_left_out: int = 100,
+        n_seeds: int = 10,
+        epochs: int = 5,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        subtract_mean: bool = True,
+        seed: int = 0,
+        max_runs: int = 256,
+        n_bootstrap: int = 2000,
+    ) -> None:
+        self.spec = FurtherTrainingSpec(n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed)
+        self.n_left_out, self.n_seeds, self.epochs, self.lr, self.batch_size = n_left_out, n_seeds, epochs, lr, batch_size
+        self.subtract_mean, self.seed = subtract_mean, seed
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+            raise ConfigError(f"The 'max_runs' parameter of {type(self).__name__} must be an integer >= 1. Got {max_runs!r} instead.")
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        self.max_runs, self.n_bootstrap = max_runs, n_bootstrap
+
+    def build_truth(self, task: Any, store: Any, model: nn.Module | None = None, **kwargs: Any) -> FurtherTrainingGroundTruth:
+        if model is None:
+            raise ConfigError(f"Metric {self.name!r} further trains the explained model: pass model=... to build_truth.")
+        kwargs.pop("executor", None)
+        return build_further_training_groundtruth(task, model, self.spec, store, max_runs=self.max_runs, **kwargs)
+
+    def compute(self, scores: Tensor | Any, truth: FurtherTrainingGroundTruth) -> MetricResult:
+        scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
+        n_test = truth.full_outputs.shape[-1]
+        if not isinstance(scores, Tensor) or scores.ndim != 2 or scores.shape[0] != n_test or int(truth.left_out.max()) >= scores.shape[1]:
+            raise ConfigError(
+                f"{type(self).__name__} expects scores [n_test={n_test}, n_train] covering the left-out points. "
+                f"Got {tuple(getattr(scores, 'shape', ()))}."
+            )
+        chosen = scores[:, truth.left_out].double()  # [n_test, k]
+        correlate = F.cosine if self.correlation == "cosine" else F.spearman
+        per_epoch = torch.stack([correlate(chosen, harm) for harm in truth.harm])  # [E+1, n_test]
+        curve = [float(v) if not math.isnan(v) else float("nan") for v in torch.nanmean(per_epoch, dim=1).tolist()]
+        finite = [(v, e) for e, v in enumerate(curve) if not math.isnan(v)]
+        if not finite:
+            raise ConfigError(f"{type(self).__name__}: the gold standard is zero at every epoch; train longer ('epochs', 'lr').")
+        best_epoch = max(finite)[1]
+        per_test = per_epoch[best_epoch]
+        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
+        provenance = {
+            **truth.provenance, "correlation": self.correlation, "curve": curve, "best_epoch": best_epoch,
+            "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__, "python": platform.python_version(),
+        }
+        return MetricResult(self.name, value, ci, per_test, True, n_nan, self.bounds, provenance)
+
+
+@register_metric
+class FurtherTrainingSpearman(FurtherTraining):
+    """:class:`FurtherTraining` with the Spearman correlation instead of the cosine."""
+
+    name = "further_training_spearman"
+    correlation: ClassVar[str] = "spearman"
