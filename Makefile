@@ -54,6 +54,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_grad_dot.py
 	$(BIN)/python benchmarks/bench_influence_cg.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_ensembles.py
+	$(BIN)/python benchmarks/bench_further_training.py
 
 clean:
 	rm -rf $(VENV) $(QUANDA_VENV) docs/_build tdaeval-out .pytest_cache

@@ -81,3 +81,18 @@ def test_tutorial_03_ensembles_and_seed_noise(tmp_path):
     noise = json.loads((tmp_path / "out" / "seed_noise.json").read_text())
     assert set(noise) == {"grad_dot", "influence", "grad_dot, init only", "grad_dot, batch order only"}
     assert all(0.0 <= row["mean_p"] <= 1.0 for row in noise.values())
+
+
+def test_tutorial_04_gold_standards(tmp_path):
+    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(TUTORIALS / "04_gold_standards.py"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    metrics = {(r["attributor"], r["metric"]) for r in doc["results"] if r["error"] is None}
+    for metric in ("lds", "loo", "topk_removal", "further_training"):
+        assert ("grad_dot", metric) in metrics and ("random", metric) in metrics
+    timings = json.loads((tmp_path / "out" / "timings.json").read_text())
+    assert set(timings) == {"lds", "loo", "topk_removal", "further_training"}

@@ -87,8 +87,8 @@ class FurtherTraining(Metric):
         chosen = scores[:, truth.left_out].double()  # [n_test, k]
         correlate = F.cosine if self.correlation == "cosine" else F.spearman
         per_epoch = torch.stack([correlate(chosen, harm) for harm in truth.harm])  # [E+1, n_test]
-        curve = [float(v) if not math.isnan(v) else float("nan") for v in torch.nanmean(per_epoch, dim=1).tolist()]
-        finite = [(v, e) for e, v in enumerate(curve) if not math.isnan(v)]
+        curve = [None if math.isnan(v) else float(v) for v in torch.nanmean(per_epoch, dim=1).tolist()]  # None: undefined (JSON)
+        finite = [(v, e) for e, v in enumerate(curve) if v is not None]
         if not finite:
             raise ConfigError(f"{type(self).__name__}: the gold standard is zero at every epoch; train longer ('epochs', 'lr').")
         best_epoch = max(finite)[1]
@@ -96,6 +96,7 @@ class FurtherTraining(Metric):
         value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
         provenance = {
             **truth.provenance, "correlation": self.correlation, "curve": curve, "best_epoch": best_epoch,
+            "curve_epochs": list(range(len(curve))),
             "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__, "python": platform.python_version(),
         }
         return MetricResult(self.name, value, ci, per_test, True, n_nan, self.bounds, provenance)
