@@ -46,6 +46,7 @@ __all__ = [
     "DropoutEnsemble",
     "LoRAEnsemble",
     "MemberDropout",
+    "base_attributor",
     "finetune_adapters",
     "naive",
     "checkpoints",
@@ -77,6 +78,34 @@ def model_with_params(model: nn.Module, params: dict[str, Tensor], owner: str) -
         for name, param in member.named_parameters():
             param.copy_(params[name].to(param.device, param.dtype))
     return member
+
+
+def base_attributor(attributor: str | Attributor, attributor_params: dict[str, Any] | None, owner: str) -> Attributor:
+    """The unfitted attributor a wrapper (ensemble, seed posterior) copies: built by name, or the instance given.
+
+    Raises
+    ------
+    ConfigError
+        A fitted instance, parameters next to an instance, or neither a name nor an instance.
+    """
+    if isinstance(attributor, Attributor):
+        if attributor_params:
+            raise ConfigError(
+                f"The 'attributor_params' parameter of {owner} applies to an attributor given by name; "
+                "got an instance too. Pass its parameters to its constructor instead."
+            )
+        if hasattr(attributor, "model_"):
+            raise ConfigError(
+                f"The 'attributor' parameter of {owner} must be unfitted (it is copied per member). "
+                f"Got a fitted {attributor.display_name!r}."
+            )
+        return attributor
+    if isinstance(attributor, str):
+        return get(attributor, **(attributor_params or {}))
+    raise ConfigError(
+        f"The 'attributor' parameter of {owner} must be a registry name or an Attributor instance. "
+        f"Got {type(attributor).__name__}."
+    )
 
 
 class Ensemble(Attributor):
@@ -113,25 +142,7 @@ class Ensemble(Attributor):
         if not isinstance(batch_members, bool):
             raise ConfigError(f"The 'batch_members' parameter of {type(self).__name__} must be True or False. Got {batch_members!r}.")
         self.batch_members = batch_members
-        if isinstance(attributor, Attributor):
-            if attributor_params:
-                raise ConfigError(
-                    f"The 'attributor_params' parameter of {type(self).__name__} applies to an attributor given by name; "
-                    "got an instance too. Pass its parameters to its constructor instead."
-                )
-            if hasattr(attributor, "model_"):
-                raise ConfigError(
-                    f"The 'attributor' parameter of {type(self).__name__} must be unfitted (it is copied per member). "
-                    f"Got a fitted {attributor.display_name!r}."
-                )
-            self.template_ = attributor
-        elif isinstance(attributor, str):
-            self.template_ = get(attributor, **(attributor_params or {}))
-        else:
-            raise ConfigError(
-                f"The 'attributor' parameter of {type(self).__name__} must be a registry name or an Attributor instance. "
-                f"Got {type(attributor).__name__}."
-            )
+        self.template_ = base_attributor(attributor, attributor_params, type(self).__name__)
         if isinstance(self.template_, Ensemble):
             raise ConfigError(f"The 'attributor' parameter of {type(self).__name__} cannot itself be an ensemble.")
         self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tdaeval.attributors.base import Attribution, Attributor, get, register
+from tdaeval.attributors.base import Attribution, Attributor, register
 from tdaeval.attributors.ensembles import model_with_params
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
@@ -119,21 +119,9 @@ class SeedPosterior(Attributor):
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        from tdaeval.attributors.ensembles import Ensemble
+        from tdaeval.attributors.ensembles import Ensemble, base_attributor
 
-        if isinstance(attributor, Attributor):
-            if attributor_params:
-                raise ConfigError("The 'attributor_params' parameter of SeedPosterior applies to an attributor given by name.")
-            if hasattr(attributor, "model_"):
-                raise ConfigError(f"The 'attributor' parameter of SeedPosterior must be unfitted. Got a fitted {attributor.display_name!r}.")
-            self.template_ = attributor
-        elif isinstance(attributor, str):
-            self.template_ = get(attributor, **(attributor_params or {}))
-        else:
-            raise ConfigError(
-                f"The 'attributor' parameter of SeedPosterior must be a registry name or an Attributor instance. "
-                f"Got {type(attributor).__name__}."
-            )
+        self.template_ = base_attributor(attributor, attributor_params, "SeedPosterior")
         if isinstance(self.template_, (SeedPosterior, Ensemble)):
             raise ConfigError("The 'attributor' parameter of SeedPosterior cannot be an ensemble or another posterior.")
         self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name
