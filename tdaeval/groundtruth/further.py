@@ -49,6 +49,14 @@ class FurtherTrainingSpec:
         Centre ``a_i(z)`` over the left-out points (the paper's default).
     seed : int
         Seed of the left-out sample and of the batch orders.
+    mode : {"remove", "downweight"}
+        ``remove``: the run for ``i`` drops ``i`` from the permutation.
+        ``downweight``: it keeps the full run's batches and multiplies ``i``'s
+        loss by ``1 − ε`` in every batch (batch means still divide by the
+        batch size); ``a`` is then divided by ``ε``, the change per unit of
+        weight, so that both modes are on the removal scale.
+    downweight : float, optional
+        ``ε`` in (0, 1] for ``mode="downweight"`` (default ``1/n_train``).
     """
 
     n_left_out: int = 100
@@ -58,8 +66,16 @@ class FurtherTrainingSpec:
     batch_size: int | None = None
     subtract_mean: bool = True
     seed: int = 0
+    mode: str = "remove"
+    downweight: float | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in ("remove", "downweight"):
+            raise ConfigError(f"The 'mode' parameter of further training must be 'remove' or 'downweight'. Got {self.mode!r} instead.")
+        if self.downweight is not None and not (
+            isinstance(self.downweight, (int, float)) and not isinstance(self.downweight, bool) and 0 < self.downweight <= 1
+        ):
+            raise ConfigError(f"The 'downweight' parameter of further training must be None or in (0, 1]. Got {self.downweight!r} instead.")
         check_int_at_least("n_left_out", "further training", self.n_left_out, 2)
         check_int_at_least("n_seeds", "further training", self.n_seeds, 1)
         check_int_at_least("epochs", "further training", self.epochs, 1)
@@ -78,14 +94,21 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _batches(order: Tensor, left_out: int | None, batch_size: int) -> tuple[Tensor, Tensor]:
-    """``[steps, batch_size]`` indices and 0/1 weights of one epoch: ``order`` without ``left_out``, padded."""
-    kept = order if left_out is None else order[order != left_out]
+def _batches(order: Tensor, left_out: int | None, batch_size: int, epsilon: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One epoch as ``[steps, batch_size]`` indices, loss weights and real-example masks (padded).
+
+    ``epsilon`` None: ``left_out`` is removed from ``order`` (the later batches
+    shift by one). Otherwise it stays in place with loss weight ``1 − epsilon``.
+    """
+    kept = order if left_out is None or epsilon is not None else order[order != left_out]
     steps = -(-order.numel() // batch_size)  # the full run's number of steps, for every run
     index = torch.zeros(steps * batch_size, dtype=torch.long)
-    weight = torch.zeros(steps * batch_size)
-    index[: kept.numel()], weight[: kept.numel()] = kept, 1.0
-    return index.view(steps, batch_size), weight.view(steps, batch_size)
+    real = torch.zeros(steps * batch_size)
+    index[: kept.numel()], real[: kept.numel()] = kept, 1.0
+    weight = real.clone()
+    if left_out is not None and epsilon is not None:
+        weight[: kept.numel()][kept == left_out] = 1.0 - epsilon
+    return index.view(steps, batch_size), weight.view(steps, batch_size), real.view(steps, batch_size)
 
 
 def further_train(
@@ -96,6 +119,7 @@ def further_train(
     lr: float,
     batch_size: int,
     device: str | torch.device = "cpu",
+    epsilon: float | None = None,
 ) -> Tensor:
     """Further train copies of ``model``, one per run ``(order_seed, left_out)``, all at once; measure after each epoch.
 
@@ -103,7 +127,9 @@ def further_train(
     minibatches in the order of a permutation seeded by ``ξ`` (a new one each
     epoch), with training point ``i`` removed from it (``None``: nothing
     removed); the removed run keeps the full run's number of steps, its last
-    minibatch one example shorter (an empty one is a no-op). Dropout is off.
+    minibatch one example shorter (an empty one is a no-op). With ``epsilon``
+    the point stays in its batch with loss weight ``1 − epsilon`` instead
+    (down-weighting). Dropout is off.
 
     Returns
     -------
@@ -120,9 +146,9 @@ def further_train(
     test_x, test_y = task.test_data.inputs.to(device), task.test_data.targets.to(device)
     n = task.n_train
 
-    def loss(p: dict[str, Tensor], x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    def loss(p: dict[str, Tensor], x: Tensor, y: Tensor, w: Tensor, real: Tensor) -> Tensor:
         per_example = task.loss(functional_call(model, {**p, **buffers}, (x,)), y)
-        return (per_example * w).sum() / w.sum().clamp_min(1.0)
+        return (per_example * w).sum() / real.sum().clamp_min(1.0)
 
     def measure(p: dict[str, Tensor]) -> Tensor:
         return task.measurement(functional_call(model, {**p, **buffers}, (test_x,)), test_y)
@@ -131,15 +157,16 @@ def further_train(
     measure_all = vmap(measure)
     curve = [measure_all(params).detach()]
     for epoch in range(epochs):
-        index, weight = [], []
+        index, weight, real = [], [], []
         for order_seed, left_out in runs:
             generator = torch.Generator().manual_seed(int(derive_seed("further-order", order_seed, epoch)))
-            i, w = _batches(torch.randperm(n, generator=generator), left_out, batch_size)
+            i, w, r = _batches(torch.randperm(n, generator=generator), left_out, batch_size, epsilon)
             index.append(i)
             weight.append(w)
-        index, weight = torch.stack(index).to(device), torch.stack(weight).to(device)  # [runs, steps, batch]
+            real.append(r)
+        index, weight, real = (torch.stack(t).to(device) for t in (index, weight, real))  # [runs, steps, batch]
         for t in range(index.shape[1]):
-            grads = step(params, inputs[index[:, t]], targets[index[:, t]], weight[:, t])
+            grads = step(params, inputs[index[:, t]], targets[index[:, t]], weight[:, t], real[:, t])
             params = {name: params[name] - lr * grads[name] for name in names}
         curve.append(measure_all(params).detach())
     return torch.stack(curve, dim=1).float().cpu()
@@ -165,11 +192,14 @@ class FurtherTrainingGroundTruth:
     spec: FurtherTrainingSpec
     higher_is_better: bool
     provenance: dict[str, Any] = field(default_factory=dict)
+    epsilon: float = 1.0
 
     @property
     def effects(self) -> Tensor:
         """``[epochs + 1, n_test, k]`` float64: ``a_i(z)`` after each epoch (centred over ``i`` when the spec says so)."""
         a = (self.left_out_outputs.double() - self.full_outputs.double().unsqueeze(0)).mean(dim=1)  # [k, E+1, n_test]
+        if self.spec.mode == "downweight":
+            a = a / self.epsilon
         a = a.permute(1, 2, 0)
         return a - a.mean(dim=-1, keepdim=True) if self.spec.subtract_mean else a
 
@@ -201,6 +231,7 @@ def build_further_training_groundtruth(
     lr = spec.lr if spec.lr is not None else recipe.lr
     batch_size = spec.batch_size or recipe.batch_size
     digest = model_digest(model)
+    epsilon = None if spec.mode == "remove" else (spec.downweight if spec.downweight is not None else 1.0 / task.n_train)
     order_seeds = [derive_seed("further", spec.seed, s) for s in range(spec.n_seeds)]
     runs = [(xi, None) for xi in order_seeds] + [(xi, int(i)) for i in left_out for xi in order_seeds]
 
@@ -208,7 +239,7 @@ def build_further_training_groundtruth(
         return {
             "kind": "further_train_measure", "version": GROUNDTRUTH_VERSION, "task": task.fingerprint(), "model": digest,
             "order_seed": run[0], "left_out": run[1], "epochs": spec.epochs, "lr": lr, "batch_size": batch_size,
-            "optimizer": "sgd", "momentum": 0.0,
+            "optimizer": "sgd", "momentum": 0.0, "mode": spec.mode, "epsilon": epsilon,
         }
 
     results: dict[tuple[int, int | None], Tensor] = {}
@@ -225,7 +256,7 @@ def build_further_training_groundtruth(
         progress(len(results), len(runs))
     for start in range(0, len(missing), max_runs):
         group = missing[start : start + max_runs]
-        outputs = further_train(task, model, group, spec.epochs, lr, batch_size, device=device)
+        outputs = further_train(task, model, group, spec.epochs, lr, batch_size, device=device, epsilon=epsilon)
         for run, row in zip(group, outputs):
             store.save(job_key(run_spec(run)), run_spec(run), {"outputs": row.clone()})
             results[run] = row
@@ -245,9 +276,10 @@ def build_further_training_groundtruth(
         "measurement": task.measurement_name,
         "higher_is_better": task.higher_is_better,
         "paired_permutations": True,
+        "epsilon": epsilon,
         "further_training_runs": len(runs),
         "runs_reused": reused,
         "runs_trained": len(missing),
         "store": str(store.root),
     }
-    return FurtherTrainingGroundTruth(left_out, full, without, spec, task.higher_is_better, provenance)
+    return FurtherTrainingGroundTruth(left_out, full, without, spec, task.higher_is_better, provenance, epsilon or 1.0)

@@ -33,7 +33,7 @@ class FurtherTraining(Metric):
 
     Parameters
     ----------
-    n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed
+    n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed, mode, downweight
         See :class:`~tdaeval.groundtruth.further.FurtherTrainingSpec`.
     max_runs : int
         Runs trained together (bounds memory).
@@ -58,10 +58,13 @@ class FurtherTraining(Metric):
         batch_size: int | None = None,
         subtract_mean: bool = True,
         seed: int = 0,
+        mode: str = "remove",
+        downweight: float | None = None,
         max_runs: int = 256,
         n_bootstrap: int = 2000,
     ) -> None:
-        self.spec = FurtherTrainingSpec(n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed)
+        self.spec = FurtherTrainingSpec(n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed, mode, downweight)
+        self.mode, self.downweight = mode, downweight
         self.n_left_out, self.n_seeds, self.epochs, self.lr, self.batch_size = n_left_out, n_seeds, epochs, lr, batch_size
         self.subtract_mean, self.seed = subtract_mean, seed
         if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:

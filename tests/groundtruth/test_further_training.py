@@ -22,19 +22,23 @@ def trained():
     return task, model
 
 
-def _reference_run(task, model, order_seed, left_out, epochs, lr, batch_size):
-    """Plain PyTorch: SGD on the same permutations, the left-out point removed, one run."""
+def _reference_run(task, model, order_seed, left_out, epochs, lr, batch_size, epsilon=None):
+    """Plain PyTorch: SGD on the same permutations, the left-out point removed (or down-weighted), one run."""
     model = copy.deepcopy(model).eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(int(derive_seed("further-order", order_seed, epoch)))
         order = torch.randperm(task.n_train, generator=generator)
-        if left_out is not None:
+        if left_out is not None and epsilon is None:
             order = order[order != left_out]
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
+            weight = torch.ones(len(batch))
+            if epsilon is not None and left_out is not None:
+                weight[batch == left_out] = 1.0 - epsilon
             optimizer.zero_grad()
-            task.loss(model(task.train_data.inputs[batch]), task.train_data.targets[batch]).mean().backward()
+            losses = task.loss(model(task.train_data.inputs[batch]), task.train_data.targets[batch])
+            ((losses * weight).sum() / len(batch)).backward()
             optimizer.step()
     with torch.no_grad():
         return task.measure(model)
@@ -99,3 +103,25 @@ def test_further_training_runs_in_evaluate(trained, tmp_path):
 def test_spec_validation(params, match):
     with pytest.raises(ConfigError, match=match):
         FurtherTrainingSpec(**params)
+
+
+def test_downweighting_mode_matches_plain_sgd_and_is_on_the_removal_scale(trained, tmp_path):
+    task, model = trained
+    runs = [(5, None), (5, 17)]
+    curves = further_train(task, model, runs, epochs=2, lr=0.05, batch_size=32, epsilon=0.25)
+    for (order_seed, left_out), row in zip(runs, curves):
+        expected = _reference_run(task, model, order_seed, left_out, 2, 0.05, 32, epsilon=0.25)
+        torch.testing.assert_close(row[-1], expected, atol=1e-4, rtol=1e-4)
+    small = build_further_training_groundtruth(
+        task, model, FurtherTrainingSpec(n_left_out=5, n_seeds=2, epochs=2, mode="downweight", downweight=0.01, subtract_mean=False),
+        ArtifactStore(tmp_path))
+    smaller = build_further_training_groundtruth(
+        task, model, FurtherTrainingSpec(n_left_out=5, n_seeds=2, epochs=2, mode="downweight", downweight=0.005, subtract_mean=False),
+        ArtifactStore(tmp_path))
+    # per unit of weight, the effect of a small down-weighting does not depend on its size
+    torch.testing.assert_close(small.effects[-1], smaller.effects[-1], rtol=0.1, atol=1e-3 * float(small.effects[-1].abs().max()))
+    assert small.provenance["epsilon"] == 0.01
+    with pytest.raises(ConfigError, match="'downweight'"):
+        FurtherTrainingSpec(mode="downweight", downweight=0.0)
+    with pytest.raises(ConfigError, match="'mode'"):
+        FurtherTrainingSpec(mode="reweight")
