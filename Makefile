@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # project's own requirement stays the plain range torch>=2.2.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: quickstart test test-quanda docs bench clean
+.PHONY: quickstart test test-quanda test-peft docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ test-quanda:
 	$(QUANDA_VENV)/bin/python -m pip install --quiet --no-deps "numpy>=2"
 	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/attributors/adapters/test_quanda.py tests/attributors/test_base.py -k quanda
 
+# peft imports transformers, which imports torchvision, which does not import
+# beside the CPU torch 2.13.0 build: the LoRA ensemble's peft test runs in its own venv.
+PEFT_VENV ?= .venv-peft
+test-peft:
+	test -x $(PEFT_VENV)/bin/python || $(PYTHON) -m venv $(PEFT_VENV)
+	$(PEFT_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PEFT_VENV)/bin/python -m pip install --quiet -e ".[lora,test]" torch==2.14.1 torchvision==0.29.1
+	$(PEFT_VENV)/bin/python -m pytest -p no:cacheprovider tests/attributors/test_ensembles.py
+
 docs: $(VENV)/.installed-test
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
@@ -58,4 +67,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_further_training.py
 
 clean:
-	rm -rf $(VENV) $(QUANDA_VENV) docs/_build tdaeval-out .pytest_cache
+	rm -rf $(VENV) $(QUANDA_VENV) $(PEFT_VENV) docs/_build tdaeval-out .pytest_cache

@@ -23,7 +23,9 @@ __all__ = [
     "LoRAConv2d",
     "LoRALinear",
     "SeededDropout",
+    "adapters_only",
     "add_lora",
+    "is_lora_parameter",
     "lora_parameters",
     "draw_noise",
     "draw_words",
@@ -263,14 +265,26 @@ def add_lora(
         parent = adapted.get_submodule(parent_name) if parent_name else adapted
         setattr(parent, child, module)
     if not train_base:  # parameters outside the adapters become buffers
-        for module in adapted.modules():
-            for pname, param in list(module.named_parameters(recurse=False)):
-                if not pname.startswith("lora_"):
-                    delattr(module, pname)
-                    module.register_buffer(pname, param.detach().clone())
+        adapters_only(adapted)
     return adapted
 
 
+def is_lora_parameter(name: str) -> bool:
+    """Whether a qualified parameter name belongs to a LoRA factor: ours (``….lora_A``) or peft's (``….lora_A.default.weight``)."""
+    parts = name.split(".")
+    return "lora_A" in parts or "lora_B" in parts
+
+
+def adapters_only(model: nn.Module) -> nn.Module:
+    """Turn every parameter of ``model`` that is not a LoRA factor into a buffer, in place (gradients then cover the adapters only)."""
+    for module_name, module in model.named_modules():
+        for pname, param in list(module.named_parameters(recurse=False)):
+            if not is_lora_parameter(f"{module_name}.{pname}" if module_name else pname):
+                delattr(module, pname)
+                module.register_buffer(pname, param.detach().clone())
+    return model
+
+
 def lora_parameters(model: nn.Module) -> dict[str, Tensor]:
-    """The adapter factors (``lora_A``, ``lora_B``) of ``model`` by qualified name."""
-    return {name: p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+    """The adapter factors (``lora_A``, ``lora_B``; ours or peft's) of ``model`` by qualified name."""
+    return {name: p for name, p in model.named_parameters() if is_lora_parameter(name)}

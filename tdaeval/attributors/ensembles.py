@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from tdaeval.attributors._members import MemberStack, stack_members
 from tdaeval.attributors.base import Attributor, get, register
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.nn import SeededDropout, add_lora, lora_parameters
+from tdaeval.nn import SeededDropout, adapters_only, add_lora, lora_parameters
 
 __all__ = [
     "Ensemble",
@@ -664,6 +665,12 @@ class LoRAEnsemble(Ensemble):
         Fine-tuning step size and minibatch size (default: the task's recipe).
     grad_params : {"lora", "all"}
         Which parameters the base attributor differentiates.
+
+    A model already adapted with ``peft`` (its parameters named
+    ``….lora_A.<adapter>.weight``; extra ``lora``) is accepted with
+    ``n_models=1``: its own adapters are used (``rank`` and ``targets`` do not
+    apply), re-initialised per member (``A`` Gaussian, ``B`` zero) and
+    fine-tuned the same way.
     """
 
     name = "lora_ensemble"
@@ -701,9 +708,33 @@ class LoRAEnsemble(Ensemble):
         self.targets = None if targets is None else list(targets)
         self.lr, self.batch_size, self.grad_params = lr, batch_size, grad_params
 
+    def _peft_members(self) -> list[nn.Module]:
+        """``K`` copies of a peft-adapted model with freshly initialised adapters (seeded)."""
+        if self.n_models != 1:
+            raise ConfigError(f"Attributor {self.display_name!r}: a peft-adapted model supports n_models=1 only. Got {self.n_models}.")
+        members = []
+        for k in range(self.n_adapters):
+            member = copy.deepcopy(self.model_).eval()
+            generator = torch.Generator().manual_seed(_seed_of("lora-peft", self.seed, k) % (2**63))
+            with torch.no_grad():
+                for name, param in lora_parameters(member).items():
+                    if "lora_B" in name.split("."):
+                        param.zero_()
+                    else:
+                        param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(param.shape[1]))
+            members.append(adapters_only(member) if self.grad_params == "lora" else member)
+        return members
+
     def _members(self) -> list[tuple[nn.Module, list | None]]:
-        bases = NaiveEnsemble._members(self)
         recipe = self.task_.recipe
+        if lora_parameters(self.model_):  # already adapted (peft)
+            lr = self.lr if self.lr is not None else recipe.lr
+            seeds = [_seed_of("lora", self.seed, 0, k) % (2**63) for k in range(self.n_adapters)]
+            adapted = self._peft_members()
+            tuned = finetune_adapters(self.task_, adapted, self.train_, seeds, self.steps, lr, self.batch_size or recipe.batch_size, recipe.momentum)
+            self._bases = [self.model_]
+            return [(model, None) for model in tuned]
+        bases = NaiveEnsemble._members(self)
         lr = self.lr if self.lr is not None else recipe.lr
         batch_size = self.batch_size or recipe.batch_size
         members: list[tuple[nn.Module, list | None]] = []

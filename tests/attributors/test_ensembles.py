@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -288,3 +290,24 @@ def test_members_that_cannot_be_stacked_run_one_by_one(mlp):
     assert traced.stack_ is None  # only grad_dot and grad_cos are batched
     with pytest.raises(ConfigError, match="'batch_members'"):
         naive(batch_members="yes")
+
+
+def test_a_peft_adapted_model_is_accepted(mlp):
+    """Behind the lora extra: peft's own adapters are re-initialised per member and fine-tuned together."""
+    peft = pytest.importorskip("peft")
+    from tdaeval.nn import lora_parameters
+
+    task, run = mlp
+    adapted = peft.get_peft_model(copy.deepcopy(run.model), peft.LoraConfig(r=2, target_modules=["0", "3"])).eval()
+    fresh = lora("grad_dot", n_adapters=2, steps=0).fit(task, adapted, task.train_data)
+    x = task.test_data.inputs
+    for member in fresh.member_models_:
+        names = [name for name, _ in member.named_parameters()]
+        assert names and all(".lora_A." in name or ".lora_B." in name for name in names)
+        torch.testing.assert_close(member(x), run.model(x))  # B = 0: the base model's outputs
+    assert torch.isfinite(fresh.attribute(task.test_data)).all()
+    tuned = lora("grad_dot", n_adapters=2, steps=10, seed=1).fit(task, adapted, task.train_data)
+    first, second = (lora_parameters(m) for m in tuned.member_models_)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
+    with pytest.raises(ConfigError, match="n_models=1"):
+        lora("grad_dot", n_models=2, steps=0).fit(task, adapted, task.train_data)
