@@ -65,6 +65,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_ensembles.py
 	$(BIN)/python benchmarks/bench_further_training.py
+	$(BIN)/python benchmarks/bench_mislabel.py
 
 clean:
 	rm -rf $(VENV) $(QUANDA_VENV) $(PEFT_VENV) docs/_build tdaeval-out .pytest_cache

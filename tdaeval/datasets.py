@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["Data", "load_digits", "make_regression"]
+__all__ = ["Data", "flip_labels", "load_digits", "make_regression"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,32 @@ def make_regression(
     w = torch.randn(n_features, generator=g, dtype=torch.float64)
     y = x @ w + noise * torch.randn(n, generator=g, dtype=torch.float64)
     return Data(x[:n_train], y[:n_train]), Data(x[n_train:], y[n_train:])
+
+
+def flip_labels(data: Data, fraction: float, n_classes: int, seed: int) -> tuple[Data, Tensor]:
+    """A copy of ``data`` with the labels of a seeded ``fraction`` of examples changed to another class.
+
+    Each chosen example gets a label drawn uniformly from the ``n_classes − 1``
+    others. The draw uses its own ``torch.Generator`` seeded with ``seed``
+    (the global RNG is untouched).
+
+    Returns
+    -------
+    tuple
+        The new :class:`Data` and the ``[n]`` bool mask of flipped examples.
+    """
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 < fraction < 1.0):
+        raise ConfigError(f"The 'fraction' parameter of flip_labels must be in (0, 1). Got {fraction!r} instead.")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ConfigError(f"The 'n_classes' parameter of flip_labels must be an integer >= 2. Got {n_classes!r} instead.")
+    if data.targets.dtype not in (torch.int64, torch.int32) or data.targets.ndim != 1:
+        raise ConfigError("flip_labels needs integer class labels [n].")
+    n = len(data)
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = torch.randperm(n, generator=generator)[: max(1, round(fraction * n))]
+    shift = torch.randint(1, n_classes, (chosen.numel(),), generator=generator)
+    targets = data.targets.clone()
+    targets[chosen] = (targets[chosen] + shift) % n_classes
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[chosen] = True
+    return Data(data.inputs.clone(), targets), mask

@@ -140,6 +140,26 @@ class Attributor(ABC):
     def _attribute(self, test: Data) -> Tensor:
         """Unvalidated scores ``[n_test, n_train]``."""
 
+    def self_influence(self, chunk_size: int = 256) -> Tensor:
+        """``[n_train]``: each training point's score for itself as a test point.
+
+        The diagonal of ``attribute(train)``, computed ``chunk_size`` training
+        points at a time, so memory holds ``chunk_size × n_train`` scores, never
+        ``n_train²``. Attributors with a cheaper closed form override it.
+        """
+        if not hasattr(self, "model_"):
+            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before self_influence(); call fit() first.")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"The 'chunk_size' parameter of self_influence must be an integer >= 1. Got {chunk_size!r} instead.")
+        n = len(self.train_)
+        out = torch.empty(n, dtype=torch.float32)
+        for start in range(0, n, chunk_size):
+            index = torch.arange(start, min(start + chunk_size, n))
+            scores = self.attribute(self.train_.subset(index))
+            scores = scores.mean if isinstance(scores, Attribution) else scores
+            out[index] = scores[torch.arange(len(index)), index]
+        return out
+
     @property
     def display_name(self) -> str:
         """Name used in messages and reports."""

@@ -4,6 +4,7 @@ No I/O and no classes here; metrics in :mod:`tdaeval.metrics` wrap these.
 """
 
 from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
+from tdaeval.functional.detection import detection_curve, positive_ranks
 from tdaeval.functional.correlation import cosine, pearson, rankdata, spearman
 from tdaeval.functional.lds import lds, subset_predictions
 from tdaeval.functional.ranking import bootstrap_rank_intervals
@@ -13,9 +14,11 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_rank_intervals",
     "cosine",
+    "detection_curve",
     "lds",
     "nanmean_ci",
     "pearson",
+    "positive_ranks",
     "rank_stability",
     "rankdata",
     "spearman",

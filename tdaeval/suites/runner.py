@@ -188,7 +188,9 @@ def evaluate(
         # Ensembles and the seed posterior split their cost further (training, serving, storage).
         cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
         for metric, truth in zip(metric_objs, truths):
-            entries.append(Entry(name, metric.name, metric.compute(scores, truth), cost, attributor.get_params()))
+            # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
+            extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
+            entries.append(Entry(name, metric.name, metric.compute(scores, truth, **extra), cost, attributor.get_params()))
     report("attributors", len(resolved), len(resolved))
 
     from tdaeval import __version__
