@@ -190,7 +190,14 @@ def evaluate(
         for metric, truth in zip(metric_objs, truths):
             # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
             extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
-            entries.append(Entry(name, metric.name, metric.compute(scores, truth, **extra), cost, attributor.get_params()))
+            try:
+                result = metric.compute(scores, truth, **extra)
+            except TdaevalError as err:  # e.g. a metric that cannot apply to this attributor
+                if on_error == "raise":
+                    raise
+                entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err)))
+                continue
+            entries.append(Entry(name, metric.name, result, cost, attributor.get_params()))
     report("attributors", len(resolved), len(resolved))
 
     from tdaeval import __version__
