@@ -119,9 +119,9 @@ def list_components() -> None:
         typer.echo(f"  {name:<12} {doc}")
     typer.echo("metrics:")
     for name in metric_names():
-        from tdaeval.metrics import get_metric
+        from tdaeval.metrics import metric_class
 
-        doc = (type(get_metric(name)).__doc__ or "").strip().splitlines()[0]
+        doc = (metric_class(name).__doc__ or "").strip().splitlines()[0]
         typer.echo(f"  {name:<12} {doc}")
 
 

@@ -1,6 +1,6 @@
 """Metrics: each wraps math from :mod:`tdaeval.functional` and returns a :class:`~tdaeval.metrics.MetricResult`."""
 
-from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_names, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_class, metric_names, register_metric
 from tdaeval.metrics.detection import MislabelDetection
 from tdaeval.metrics.further import FurtherTraining, FurtherTrainingSpearman
 from tdaeval.metrics.heuristics import ClassDetection, ModelRandomization
@@ -9,4 +9,4 @@ from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
 
-__all__ = ["Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO", "LOOPearson", "MislabelDetection", "ModelRandomization", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_names", "register_metric"]
+__all__ = ["Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO", "LOOPearson", "MislabelDetection", "ModelRandomization", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric"]

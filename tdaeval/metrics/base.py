@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_names"]
+__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names"]
 
 _METRICS: dict[str, type["Metric"]] = {}
 
@@ -140,6 +140,13 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
 def metric_names() -> list[str]:
     """Registered metric names, sorted."""
     return sorted(_METRICS)
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The class registered under ``name`` (not instantiated: some metrics need parameters)."""
+    if name not in _METRICS:
+        raise ConfigError(f"Unknown metric {name!r}. Expected one of: {', '.join(metric_names())}.")
+    return _METRICS[name]
 
 
 def get_metric(name: str, **params: Any) -> Metric:
