@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["Data", "flip_labels", "load_digits", "make_regression"]
+__all__ = ["Data", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_regression"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,36 @@ def flip_labels(data: Data, fraction: float, n_classes: int, seed: int) -> tuple
     mask = torch.zeros(n, dtype=torch.bool)
     mask[chosen] = True
     return Data(data.inputs.clone(), targets), mask
+
+
+def group_labels(data: Data, groups: Tensor) -> Data:
+    """A copy of ``data`` with each label ``y`` replaced by ``groups[y]`` (its superclass)."""
+    return Data(data.inputs.clone(), groups[data.targets].clone())
+
+
+def add_trigger(inputs: Tensor, size: int = 2, value: float | None = None) -> Tensor:
+    """Inputs ``[n, 64]`` (8×8 images) with a ``size × size`` patch in the bottom-right corner set to ``value``.
+
+    ``value`` defaults to the inputs' maximum (a bright patch).
+    """
+    if inputs.ndim != 2 or inputs.shape[1] != 64:
+        raise ConfigError(f"add_trigger expects flattened 8x8 images [n, 64]. Got {tuple(inputs.shape)}.")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8:
+        raise ConfigError(f"The 'size' parameter of add_trigger must be an integer in [1, 8]. Got {size!r} instead.")
+    images = inputs.clone().view(-1, 8, 8)
+    images[:, 8 - size :, 8 - size :] = float(inputs.max()) if value is None else float(value)
+    return images.view(-1, 64)
+
+
+def foreign_images(n: int, seed: int, like: Tensor) -> Tensor:
+    """``[n, 64]`` synthetic images that are not digits: smooth random blobs in the value range of ``like``.
+
+    A seeded sum of three Gaussian bumps per 8×8 image (no download).
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    grid = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1).view(1, 1, 64, 2)
+    centres = torch.rand(n, 3, 1, 2, generator=generator) * 7
+    widths = 0.8 + 1.5 * torch.rand(n, 3, 1, 1, generator=generator)
+    images = torch.exp(-((grid - centres) ** 2).sum(-1, keepdim=True) / (2 * widths**2)).sum(1).view(n, 64)
+    images = images / images.amax(1, keepdim=True)
+    return (images * float(like.max())).to(like.dtype)

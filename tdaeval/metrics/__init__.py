@@ -3,10 +3,17 @@
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_class, metric_names, register_metric
 from tdaeval.metrics.detection import MislabelDetection
 from tdaeval.metrics.further import FurtherTraining, FurtherTrainingSpearman
-from tdaeval.metrics.heuristics import ClassDetection, ModelRandomization
+from tdaeval.metrics.heuristics import (
+    ClassDetection,
+    MixedDatasets,
+    ModelRandomization,
+    ShortcutDetection,
+    SubclassDetection,
+    TopKCardinality,
+)
 from tdaeval.metrics.lds import LDS
 from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
 
-__all__ = ["Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO", "LOOPearson", "MislabelDetection", "ModelRandomization", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric"]
+__all__ = ["Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO", "LOOPearson", "MislabelDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric"]

@@ -13,7 +13,7 @@ import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.metrics.base import Metric, MetricResult, register_metric
 
-__all__ = ["ClassDetection", "ModelRandomization"]
+__all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
 
 LABELS = ("predicted", "true")
 MODES = ("independent", "cascading")
@@ -168,3 +168,149 @@ class ModelRandomization(_Heuristic):
             provenance["curve"] = curve
             provenance["layers_randomized"] = stages
         return self._result(per_test, provenance)
+
+
+@register_metric
+class SubclassDetection(_Heuristic):
+    """Fraction of each test point's ``top_s`` training points that share its original subclass.
+
+    Evaluate it on a task from :func:`tdaeval.tasks.with_grouped_labels`: the
+    model only ever saw superclasses, so a training point of the test point's
+    own subclass must be found through what the model learnt about it.
+    Higher is better; chance is about one over the number of subclasses in a
+    superclass.
+    """
+
+    name = "subclass_detection"
+    higher_is_better = True
+    bounds = (0.0, 1.0)
+    needs_model = False
+
+    def __init__(self, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        if isinstance(top_s, bool) or not isinstance(top_s, int) or top_s < 1:
+            raise ConfigError(f"The 'top_s' parameter of subclass_detection must be an integer >= 1. Got {top_s!r} instead.")
+        self._check_bootstrap(n_bootstrap)
+        self.top_s, self.n_bootstrap, self.seed = top_s, n_bootstrap, seed
+
+    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
+        if getattr(task, "subclass_train", None) is None:
+            raise ConfigError("Metric 'subclass_detection' needs a task from tdaeval.tasks.with_grouped_labels(task, n_groups=2).")
+        return {"train_labels": task.subclass_train, "test_labels": task.subclass_test, "transforms": task.transforms}
+
+    def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
+        scores = _scores(scores)
+        s = min(self.top_s, scores.shape[1])
+        top = scores.topk(s, dim=1).indices
+        per_test = (truth["train_labels"][top] == truth["test_labels"][:, None]).double().mean(dim=1)
+        return self._result(per_test, {"top_s": s, "transforms": truth["transforms"]})
+
+
+def _row_average_precision(scores: Tensor, positives: Tensor) -> Tensor:
+    """``[m]`` average precision (scikit-learn's definition) of each score row for the ``positives`` mask ``[n]``."""
+    from sklearn.metrics import average_precision_score
+
+    labels = positives.numpy()
+    return torch.tensor([average_precision_score(labels, row) for row in scores.double().numpy()], dtype=torch.float64)
+
+
+class _Retrieval(_Heuristic):
+    """Mean average precision of each score row for a planted set of training points."""
+
+    bounds = (0.0, 1.0)
+    higher_is_better = True
+    needs_model = False
+    mask_name = ""
+    helper = ""
+
+    def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        self._check_bootstrap(n_bootstrap)
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+
+    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
+        mask = getattr(task, self.mask_name, None)
+        if mask is None:
+            raise ConfigError(f"Metric {self.name!r} needs a task from tdaeval.tasks.{self.helper}(task).")
+        return {"positives": mask, "transforms": task.transforms}
+
+    def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
+        scores = _scores(scores)
+        positives = truth["positives"]
+        if scores.shape[1] != positives.numel():
+            raise ConfigError(f"Metric {self.name!r}: scores have {scores.shape[1]} training columns, the task {positives.numel()}.")
+        per_test = _row_average_precision(scores, positives)
+        return self._result(per_test, {"n_positive": int(positives.sum()), "chance": float(positives.double().mean()),
+                                       "transforms": truth["transforms"]})
+
+
+@register_metric
+class ShortcutDetection(_Retrieval):
+    """Mean AUPRC of each (triggered) test point's scores for the training images carrying the trigger.
+
+    Evaluate it on a task from :func:`tdaeval.tasks.with_shortcut`. Chance is
+    the share of triggered training images (in the provenance).
+    """
+
+    name = "shortcut_detection"
+    mask_name, helper = "shortcut", "with_shortcut"
+
+
+@register_metric
+class MixedDatasets(_Retrieval):
+    """Mean AUPRC of each foreign test image's scores for the foreign images mixed into the training set.
+
+    Evaluate it on a task from :func:`tdaeval.tasks.with_mixed_dataset`. Chance
+    is the share of foreign training images (in the provenance).
+    """
+
+    name = "mixed_datasets"
+    mask_name, helper = "foreign", "with_mixed_dataset"
+
+
+@register_metric
+class TopKCardinality(_Heuristic):
+    """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / min(n_train, n_test·k)``.
+
+    A global property of the score matrix (higher = explanations more specific
+    to each test point; an attributor that blames the same few points for
+    everything scores low). The interval is a percentile bootstrap over test
+    points; the per-example values are each test point's share of its top
+    ``k`` that no other test point has in its top ``k``.
+    """
+
+    name = "top_k_cardinality"
+    higher_is_better = True
+    bounds = (0.0, 1.0)
+    needs_model = False
+
+    def __init__(self, k: int = 5, n_bootstrap: int = 1000, seed: int = 0) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"The 'k' parameter of top_k_cardinality must be an integer >= 1. Got {k!r} instead.")
+        self._check_bootstrap(n_bootstrap)
+        self.k, self.n_bootstrap, self.seed = k, n_bootstrap, seed
+
+    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> None:
+        return None
+
+    @staticmethod
+    def cardinality(top: Tensor, n_train: int) -> float:
+        """``|∪ rows of top| / min(n_train, rows · k)`` for top-``k`` indices ``[rows, k]``."""
+        return float(torch.unique(top).numel()) / min(n_train, top.numel())
+
+    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+        scores = _scores(scores)
+        n_test, n_train = scores.shape
+        k = min(self.k, n_train)
+        top = scores.topk(k, dim=1).indices
+        value = self.cardinality(top, n_train)
+        counts = torch.zeros(n_train, dtype=torch.long).index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.long))
+        per_test = (counts[top] == 1).double().mean(dim=1)
+        # Bootstrap over test points; a resample's repeated rows are one row (a distinct count
+        # cannot see duplicates), so the interval describes sets of distinct test points.
+        generator = torch.Generator().manual_seed(self.seed)
+        resamples = torch.randint(0, n_test, (self.n_bootstrap, n_test), generator=generator)
+        boot = torch.tensor([self.cardinality(top[torch.unique(rows)], n_train) for rows in resamples], dtype=torch.float64)
+        ci = (float(boot.quantile(0.025)), float(boot.quantile(0.975)))
+        provenance = {"kind": self.name, "k": k, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
+                      "value_is": "global cardinality ratio; per_example = share of each row's top-k unique to it",
+                      "torch": torch.__version__, "python": platform.python_version()}
+        return MetricResult(self.name, value, ci, per_test, True, 0, self.bounds, provenance)

@@ -7,10 +7,10 @@ from typing import Any
 from tdaeval.errors import ConfigError
 from tdaeval.task import Task
 from tdaeval.tasks.digits import DigitsTask, margin
-from tdaeval.tasks.controlled import with_flipped_labels
+from tdaeval.tasks.controlled import with_flipped_labels, with_grouped_labels, with_mixed_dataset, with_shortcut
 from tdaeval.tasks.linear import LinearRegressionTask
 
-__all__ = ["DigitsTask", "LinearRegressionTask", "margin", "get_task", "with_flipped_labels", "TASKS"]
+__all__ = ["DigitsTask", "LinearRegressionTask", "margin", "get_task", "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
 
 TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "linear_regression": LinearRegressionTask}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tdaeval.datasets import flip_labels
+import torch
+
+from tdaeval.datasets import Data, add_trigger, flip_labels, foreign_images, group_labels
 from tdaeval.errors import ConfigError
 from tdaeval.task import Task
 
-__all__ = ["with_flipped_labels"]
+__all__ = ["with_flipped_labels", "with_grouped_labels", "with_shortcut", "with_mixed_dataset"]
 
 
 def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Task:
@@ -38,4 +40,93 @@ def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Tas
     controlled.flipped = flipped
     record: dict[str, Any] = {"kind": "flip_labels", "fraction": float(fraction), "seed": int(seed), "n_flipped": int(flipped.sum())}
     controlled.transforms = [*getattr(task, "transforms", []), record]
+    return controlled
+
+
+def _check(task: Task, owner: str) -> int:
+    if not isinstance(task, Task):
+        raise ConfigError(f"{owner} expects a tdaeval Task. Got {type(task).__name__}.")
+    return int(task.train_data.targets.max()) + 1
+
+
+def _controlled(task: Task, record: dict[str, Any]) -> Task:
+    controlled = copy.copy(task)
+    controlled.transforms = [*getattr(task, "transforms", []), record]
+    return controlled
+
+
+def with_grouped_labels(task: Task, n_groups: int = 2, seed: int = 0) -> Task:
+    """A copy of ``task`` trained and measured on superclasses: the classes split into ``n_groups`` at random (seeded).
+
+    It keeps the original labels as ``subclass_train`` / ``subclass_test``
+    (the ground truth of subclass detection) and ``groups`` (class → superclass).
+    The model's output layer keeps its size; only labels ``0 … n_groups − 1`` occur.
+    """
+    n_classes = _check(task, "with_grouped_labels")
+    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 2 <= n_groups < n_classes:
+        raise ConfigError(f"The 'n_groups' parameter of with_grouped_labels must be an integer in [2, {n_classes - 1}]. Got {n_groups!r}.")
+    order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(int(seed)))
+    groups = torch.empty(n_classes, dtype=torch.long)
+    groups[order] = torch.arange(n_classes) % n_groups
+    controlled = _controlled(task, {"kind": "group_labels", "n_groups": n_groups, "seed": int(seed), "groups": groups.tolist()})
+    controlled.subclass_train, controlled.subclass_test = task.train_data.targets.clone(), task.test_data.targets.clone()
+    controlled.groups = groups
+    controlled.train_data, controlled.test_data = group_labels(task.train_data, groups), group_labels(task.test_data, groups)
+    return controlled
+
+
+def with_shortcut(task: Task, shortcut_class: int = 0, fraction: float = 0.5, size: int = 2, seed: int = 0) -> Task:
+    """A copy of ``task`` with a trigger patch planted on a seeded ``fraction`` of one class's training images.
+
+    The test set becomes the test images of the other classes with the trigger
+    added, labelled ``shortcut_class``: the attributors explain the shortcut
+    prediction (the margin of ``shortcut_class``), and a good one blames the
+    triggered training images (``shortcut``, the ``[n_train]`` mask, is the
+    ground truth of shortcut detection). The original test labels are kept as
+    ``original_test_labels``.
+    """
+    n_classes = _check(task, "with_shortcut")
+    if isinstance(shortcut_class, bool) or not isinstance(shortcut_class, int) or not 0 <= shortcut_class < n_classes:
+        raise ConfigError(f"The 'shortcut_class' parameter of with_shortcut must be a class in [0, {n_classes - 1}]. Got {shortcut_class!r}.")
+    if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
+        raise ConfigError(f"The 'fraction' parameter of with_shortcut must be in (0, 1]. Got {fraction!r} instead.")
+    members = torch.nonzero(task.train_data.targets == shortcut_class).flatten()
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = members[torch.randperm(members.numel(), generator=generator)[: max(1, round(fraction * members.numel()))]]
+    inputs = task.train_data.inputs.clone()
+    inputs[chosen] = add_trigger(inputs[chosen], size)
+    shortcut = torch.zeros(task.n_train, dtype=torch.bool)
+    shortcut[chosen] = True
+    others = task.test_data.targets != shortcut_class
+    controlled = _controlled(task, {"kind": "shortcut", "class": shortcut_class, "fraction": float(fraction), "size": size,
+                                    "seed": int(seed), "n_triggered": int(shortcut.sum())})
+    controlled.train_data = Data(inputs, task.train_data.targets.clone())
+    triggered_test = add_trigger(task.test_data.inputs[others], size)
+    controlled.test_data = Data(triggered_test, torch.full((int(others.sum()),), shortcut_class, dtype=task.test_data.targets.dtype))
+    controlled.original_test_labels = task.test_data.targets[others].clone()
+    controlled.shortcut = shortcut
+    return controlled
+
+
+def with_mixed_dataset(task: Task, n_foreign: int = 50, label: int = 0, n_test: int = 20, seed: int = 0) -> Task:
+    """A copy of ``task`` whose training set also holds ``n_foreign`` synthetic non-digit images labelled ``label``.
+
+    The foreign images are :func:`~tdaeval.datasets.foreign_images` (seeded,
+    no download), appended after the original training points; the test set
+    becomes ``n_test`` further foreign images with the same label, whose
+    explanations should retrieve the foreign training images (``foreign``, the
+    ``[n_train]`` mask, is the ground truth of ``mixed_datasets``).
+    """
+    n_classes = _check(task, "with_mixed_dataset")
+    for name, value, low in (("n_foreign", n_foreign, 1), ("n_test", n_test, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"The '{name}' parameter of with_mixed_dataset must be an integer >= {low}. Got {value!r}.")
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_classes:
+        raise ConfigError(f"The 'label' parameter of with_mixed_dataset must be a class in [0, {n_classes - 1}]. Got {label!r}.")
+    images = foreign_images(n_foreign + n_test, seed, task.train_data.inputs)
+    labels = torch.full((n_foreign + n_test,), label, dtype=task.train_data.targets.dtype)
+    controlled = _controlled(task, {"kind": "mixed_dataset", "n_foreign": n_foreign, "label": label, "n_test": n_test, "seed": int(seed)})
+    controlled.train_data = Data(torch.cat([task.train_data.inputs, images[:n_foreign]]), torch.cat([task.train_data.targets, labels[:n_foreign]]))
+    controlled.test_data = Data(images[n_foreign:].clone(), labels[n_foreign:].clone())
+    controlled.foreign = torch.cat([torch.zeros(task.n_train, dtype=torch.bool), torch.ones(n_foreign, dtype=torch.bool)])
     return controlled

@@ -63,3 +63,50 @@ def test_cascading_randomization_reports_a_curve_and_leaves_the_global_rng(small
     assert result.value == pytest.approx(independent.value)  # all layers randomised = independent
     with pytest.raises(ConfigError, match="'mode'"):
         ModelRandomization(mode="upward")
+
+
+def test_top_k_cardinality_equals_python_sets(rng):
+    from tdaeval.metrics import TopKCardinality
+
+    scores = torch.randn(10, 40, generator=rng)
+    result = TopKCardinality(k=3, n_bootstrap=50).compute(scores)
+    tops = [set(torch.topk(scores[z], 3).indices.tolist()) for z in range(10)]
+    assert result.value == pytest.approx(len(set().union(*tops)) / min(40, 30))
+    for z in range(10):
+        others = set().union(*(tops[j] for j in range(10) if j != z))
+        assert float(result.per_example[z]) == pytest.approx(len(tops[z] - others) / 3)
+    same = torch.arange(40.0).expand(10, 40)  # everyone blames the same three points
+    assert TopKCardinality(k=3, n_bootstrap=50).compute(same).value == pytest.approx(3 / 30)
+    assert result.ci[0] <= result.value <= result.ci[1] + 1e-9
+
+
+@pytest.mark.parametrize("metric_name", ["shortcut_detection", "mixed_datasets"])
+def test_retrieval_metrics_equal_sklearn_average_precision(rng, metric_name):
+    from sklearn.metrics import average_precision_score
+
+    positives = torch.rand(80, generator=rng) < 0.2
+    scores = torch.randn(6, 80, generator=rng)
+    metric = get_metric(metric_name)
+    result = metric.compute(scores, {"positives": positives, "transforms": []})
+    expected = [average_precision_score(positives.numpy(), row.numpy()) for row in scores]
+    assert result.per_example.tolist() == pytest.approx(expected)
+    perfect = metric.compute(positives.double().expand(6, 80) + 0.0, {"positives": positives, "transforms": []})
+    assert perfect.value == pytest.approx(1.0)
+
+
+def test_controlled_settings_on_digits(tmp_path):
+    from tdaeval.tasks import DigitsTask, with_grouped_labels, with_mixed_dataset, with_shortcut
+
+    base = DigitsTask(n_train=300, n_test=30)
+    attributors = ["grad_cos", "random"]
+    shortcut = tdaeval.evaluate(with_shortcut(base, shortcut_class=0, fraction=0.5), attributors=attributors,
+                                metrics=["shortcut_detection"], cache_dir=str(tmp_path))
+    assert shortcut.get("grad_cos", "shortcut_detection").value > 2 * shortcut.get("random", "shortcut_detection").value
+    mixed = tdaeval.evaluate(with_mixed_dataset(base, n_foreign=30, label=3), attributors=attributors,
+                             metrics=["mixed_datasets"], cache_dir=str(tmp_path))
+    assert mixed.get("grad_cos", "mixed_datasets").value > 2 * mixed.get("random", "mixed_datasets").value
+    grouped = tdaeval.evaluate(with_grouped_labels(base, n_groups=2), attributors=["similarity", "random"],
+                               metrics=["subclass_detection"], cache_dir=str(tmp_path))
+    assert grouped.get("similarity", "subclass_detection").value > grouped.get("random", "subclass_detection").value
+    with pytest.raises(ConfigError, match="with_shortcut"):
+        get_metric("shortcut_detection").build_truth(base)
