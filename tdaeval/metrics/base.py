@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names"]
+__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix"]
 
 _METRICS: dict[str, type["Metric"]] = {}
 
@@ -140,6 +140,14 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
 def metric_names() -> list[str]:
     """Registered metric names, sorted."""
     return sorted(_METRICS)
+
+
+def as_score_matrix(scores: Any, metric: str) -> Tensor:
+    """``scores`` as a ``[n_test, n_train]`` tensor: the tensor itself, or an Attribution's mean."""
+    scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
+    if not isinstance(scores, Tensor) or scores.ndim != 2:
+        raise ConfigError(f"Metric {metric!r} expects scores as a Tensor [n_test, n_train]. Got {type(scores).__name__}.")
+    return scores
 
 
 def metric_class(name: str) -> type[Metric]:

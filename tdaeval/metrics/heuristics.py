@@ -11,19 +11,12 @@ from torch import Tensor, nn
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, register_metric
 
 __all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
 
 LABELS = ("predicted", "true")
 MODES = ("independent", "cascading")
-
-
-def _scores(scores: Any) -> Tensor:
-    scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
-    if not isinstance(scores, Tensor) or scores.ndim != 2:
-        raise ConfigError(f"Expected scores as a Tensor [n_test, n_train]. Got {type(scores).__name__}.")
-    return scores
 
 
 class _Heuristic(Metric):
@@ -85,7 +78,7 @@ class ClassDetection(_Heuristic):
         return {"train_labels": train_labels, "test_labels": test_labels}
 
     def compute(self, scores: Any, truth: dict[str, Tensor]) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         s = min(self.top_s, scores.shape[1])
         top = scores.topk(s, dim=1).indices
         per_test = (truth["train_labels"][top] == truth["test_labels"][:, None]).double().mean(dim=1)
@@ -151,7 +144,7 @@ class ModelRandomization(_Heuristic):
     def compute(self, scores: Any, truth: dict[str, Any], attributor: Any = None) -> MetricResult:
         if attributor is None:
             raise ConfigError("model_randomization needs the fitted attributor to re-fit it on the randomised model.")
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         task, model, reference = truth["task"], truth["model"], truth["reference"]
         n_layers = sum(1 for m in model.modules() if any(True for _ in m.parameters(recurse=False)))
         stages = [None] if self.mode == "independent" else list(range(1, n_layers + 1))
@@ -160,7 +153,7 @@ class ModelRandomization(_Heuristic):
             randomized = randomized_model(model, reference, layers)
             refit = copy.deepcopy(attributor)
             refit.fit(task, randomized, attributor.train_, checkpoints=None)
-            other = _scores(refit.attribute(task.test_data))
+            other = as_score_matrix(refit.attribute(task.test_data), self.name)
             per_test = F.spearman(scores.double(), other.double())
             curve.append(float(torch.nanmean(per_test)))
         provenance = {"mode": self.mode, "seed": self.seed}
@@ -198,7 +191,7 @@ class SubclassDetection(_Heuristic):
         return {"train_labels": task.subclass_train, "test_labels": task.subclass_test, "transforms": task.transforms}
 
     def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         s = min(self.top_s, scores.shape[1])
         top = scores.topk(s, dim=1).indices
         per_test = (truth["train_labels"][top] == truth["test_labels"][:, None]).double().mean(dim=1)
@@ -233,7 +226,7 @@ class _Retrieval(_Heuristic):
         return {"positives": mask, "transforms": task.transforms}
 
     def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         positives = truth["positives"]
         if scores.shape[1] != positives.numel():
             raise ConfigError(f"Metric {self.name!r}: scores have {scores.shape[1]} training columns, the task {positives.numel()}.")
@@ -297,7 +290,7 @@ class TopKCardinality(_Heuristic):
         return float(torch.unique(top).numel()) / min(n_train, top.numel())
 
     def compute(self, scores: Any, truth: Any = None) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         n_test, n_train = scores.shape
         k = min(self.k, n_train)
         top = scores.topk(k, dim=1).indices

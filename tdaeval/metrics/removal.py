@@ -11,16 +11,9 @@ from torch import Tensor
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, register_metric
 
 __all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
-
-
-def _scores(scores: Any) -> Tensor:
-    scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
-    if not isinstance(scores, Tensor) or scores.ndim != 2:
-        raise ConfigError(f"Removal metrics expect scores as a Tensor [n_test, n_train]. Got {type(scores).__name__}.")
-    return scores
 
 
 class _RemovalMetric(Metric):
@@ -78,7 +71,7 @@ class TopKRemoval(_RemovalMetric):
         super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
 
     def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         higher = truth.task.higher_is_better
         curves, trained = {}, 0
         for selection in ("top", "random", "bottom"):
@@ -140,7 +133,7 @@ class FlipTest(_RemovalMetric):
         return kept, torch.cummax(flipped.int(), dim=1).values.bool(), outcome.jobs_trained
 
     def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         kept, top, trained = self._flips(truth, scores, "top")
         _, random, trained_random = self._flips(truth, scores, "random")
         provenance = {
@@ -175,7 +168,7 @@ class Brittleness(FlipTest):
         super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
 
     def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = _scores(scores)
+        scores = as_score_matrix(scores, self.name)
         kept, top, trained = self._flips(truth, scores, "top")
         grid = torch.tensor(truth.spec.k_grid, dtype=torch.float64)
         first = torch.where(top.any(dim=1), grid[top.int().argmax(dim=1)], torch.full((len(kept),), float("nan"), dtype=torch.float64))
