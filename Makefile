@@ -43,6 +43,7 @@ test-quanda:
 	$(QUANDA_VENV)/bin/python -m pip install --quiet -e ".[quanda,test]" omegaconf torch==2.14.1 torchvision==0.29.1
 	$(QUANDA_VENV)/bin/python -m pip install --quiet --no-deps "numpy>=2"
 	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/attributors/adapters/test_quanda.py tests/attributors/test_base.py -k quanda
+	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/metrics/test_quanda_metrics.py
 
 # peft imports transformers, which imports torchvision, which does not import
 # beside the CPU torch 2.13.0 build: the LoRA ensemble's peft test runs in its own venv.

@@ -261,11 +261,12 @@ class MixedDatasets(_Retrieval):
 
 @register_metric
 class TopKCardinality(_Heuristic):
-    """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / min(n_train, n_test·k)``.
+    """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / (n_test·k)`` (METHODS.md §7, as Quanda).
 
     A global property of the score matrix (higher = explanations more specific
     to each test point; an attributor that blames the same few points for
-    everything scores low). The interval is a percentile bootstrap over test
+    everything scores low; when ``n_test·k > n_train`` even distinct
+    explanations cannot reach 1). The interval is a percentile bootstrap over test
     points; the per-example values are each test point's share of its top
     ``k`` that no other test point has in its top ``k``.
     """
@@ -286,8 +287,8 @@ class TopKCardinality(_Heuristic):
 
     @staticmethod
     def cardinality(top: Tensor, n_train: int) -> float:
-        """``|∪ rows of top| / min(n_train, rows · k)`` for top-``k`` indices ``[rows, k]``."""
-        return float(torch.unique(top).numel()) / min(n_train, top.numel())
+        """``|∪ rows of top| / (rows · k)`` for top-``k`` indices ``[rows, k]``."""
+        return float(torch.unique(top).numel()) / top.numel()
 
     def compute(self, scores: Any, truth: Any = None) -> MetricResult:
         scores = as_score_matrix(scores, self.name)
