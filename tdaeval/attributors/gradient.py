@@ -127,6 +127,22 @@ class GradientSet:
             return factored_dot(self.factors, other.factors)
         return self.dense @ other.dense.T
 
+    def row_dot(self, other: "GradientSet") -> Tensor:
+        """``[n]`` inner products of example ``i``'s gradient here and in ``other`` (same examples, same order)."""
+        if self.factors is not None and other.factors is not None:
+            total = None
+            for name, left in self.factors.items():
+                right = other.factors[name]
+                if left.g is None and right.g is None:  # Σ_{t,t'} (s_t·s'_t')(a_t·a'_t') per example
+                    term = (torch.bmm(left.s, right.s.transpose(1, 2)) * torch.bmm(left.a, right.a.transpose(1, 2))).sum((1, 2))
+                else:
+                    term = (left.materialized() * right.materialized()).sum(1)
+                total = term if total is None else total + term
+            return total
+        left = self.dense if self.dense is not None else torch.cat([g.materialized() for g in self.factors.values()], 1)
+        right = other.dense if other.dense is not None else torch.cat([g.materialized() for g in other.factors.values()], 1)
+        return (left * right).sum(1)
+
     def sq_norms(self) -> Tensor:
         """``[n]`` squared gradient norms."""
         if self.factors is not None:
@@ -217,6 +233,19 @@ class GradDot(Attributor):
         if self.normalize:
             scores = scores / test_grads.sq_norms().sqrt().clamp_min(1e-12)[:, None] / self.train_norms_[None, :]
         return scores
+
+    def self_influence(self, chunk_size: int = 256) -> Tensor:
+        """``[n_train]``: each training point's measurement gradient against its own loss gradient, in O(n).
+
+        The diagonal of ``attribute(train)`` without the other pairs (cosine for ``grad_cos``).
+        """
+        if not hasattr(self, "model_"):
+            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before self_influence(); call fit() first.")
+        measured = self._gradients(_measurement_objective(self.task_), self.train_)
+        values = measured.row_dot(self.train_grads_)
+        if self.normalize:
+            values = values / measured.sq_norms().sqrt().clamp_min(1e-12) / self.train_norms_
+        return values.float().cpu()
 
 
 @register

@@ -75,3 +75,13 @@ def test_self_influence_finds_flipped_digits_and_random_does_not(tmp_path):
     assert random.ci[0] < 0.5 < random.ci[1]
     with pytest.raises(ConfigError, match="with_flipped_labels"):
         MislabelDetection().build_truth(DigitsTask(n_train=50, n_test=5))
+
+
+@pytest.mark.parametrize("name,factorized", [("grad_dot", None), ("grad_cos", None), ("grad_dot", False)])
+def test_gradient_attributors_have_their_own_linear_time_self_influence(small_digits, name, factorized):
+    from tdaeval.attributors.base import Attributor
+
+    model = train_model(small_digits, small_digits.build_model(0), torch.arange(small_digits.n_train), 0).model
+    attributor = get(name, factorized=factorized).fit(small_digits, model, small_digits.train_data)
+    generic = Attributor.self_influence(attributor, chunk_size=64)  # the chunked diagonal
+    torch.testing.assert_close(attributor.self_influence(), generic, rtol=1e-4, atol=1e-5 * float(generic.abs().max()))
