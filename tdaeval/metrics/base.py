@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import platform
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix"]
+__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix", "check_n_bootstrap"]
 
 _METRICS: dict[str, type["Metric"]] = {}
 
@@ -122,6 +123,16 @@ class Metric(ABC):
     def compute(self, scores: Tensor, truth: Any) -> MetricResult:
         """The metric for ``scores`` ``[n_test, n_train]`` against ``truth``."""
 
+    def _bootstrap_result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool | None = None) -> MetricResult:
+        """The result whose value is the mean of ``per_example``, with a bootstrap CI (``self.n_bootstrap``, ``self.seed``)."""
+        import tdaeval.functional as F
+
+        value, ci, n_nan = F.nanmean_ci(per_example, n_resamples=self.n_bootstrap, seed=self.seed)
+        provenance = {**provenance, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__,
+                      "python": platform.python_version()}
+        direction = self.higher_is_better if higher_is_better is None else higher_is_better
+        return MetricResult(self.name, value, ci, per_example, direction, n_nan, self.bounds, provenance)
+
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters and their values (for provenance)."""
         return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self" and hasattr(self, p)}
@@ -140,6 +151,13 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
 def metric_names() -> list[str]:
     """Registered metric names, sorted."""
     return sorted(_METRICS)
+
+
+def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
+    """``n_bootstrap`` when it is an integer >= 10, else a ``ConfigError`` naming ``owner``."""
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
+        raise ConfigError(f"The 'n_bootstrap' parameter of {owner} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+    return n_bootstrap
 
 
 def as_score_matrix(scores: Any, metric: str) -> Tensor:

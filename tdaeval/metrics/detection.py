@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["MislabelDetection"]
 
@@ -47,8 +46,7 @@ class MislabelDetection(Metric):
     needs_attributor = True
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0, chunk_size: int = 256) -> None:
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of MislabelDetection must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap("MislabelDetection", n_bootstrap)
         self.n_bootstrap, self.seed, self.chunk_size = n_bootstrap, seed, chunk_size
 
     def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -79,7 +77,6 @@ class MislabelDetection(Metric):
         if bool(flipped.all()) or not bool(flipped.any()):
             raise ConfigError("mislabel_detection needs both flipped and clean training points.")
         per_flipped = F.positive_ranks(self_influence, flipped)
-        value, ci, n_nan = F.nanmean_ci(per_flipped, n_resamples=self.n_bootstrap, seed=self.seed)
         curve = F.detection_curve(self_influence, flipped)
         provenance = {
             "kind": "mislabel_detection",
@@ -89,12 +86,8 @@ class MislabelDetection(Metric):
             "detection_curve_area": float(curve.mean()),
             "detection_at_10_percent": float(curve[max(0, round(0.1 * curve.numel()) - 1)]),
             "transforms": transforms or [],
-            "n_bootstrap": self.n_bootstrap,
-            "ci_level": 0.95,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
         }
-        return MetricResult(self.name, value, ci, per_flipped, True, n_nan, self.bounds, provenance)
+        return self._bootstrap_result(per_flipped, provenance)
 
 
 def _average_precision(scores: Tensor, positives: Tensor) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import platform
 from typing import Any, ClassVar
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["FurtherTraining", "FurtherTrainingSpearman"]
 
@@ -69,8 +68,7 @@ class FurtherTraining(Metric):
         self.subtract_mean, self.seed = subtract_mean, seed
         if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
             raise ConfigError(f"The 'max_runs' parameter of {type(self).__name__} must be an integer >= 1. Got {max_runs!r} instead.")
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.max_runs, self.n_bootstrap = max_runs, n_bootstrap
 
     def build_truth(self, task: Any, store: Any, model: nn.Module | None = None, **kwargs: Any) -> FurtherTrainingGroundTruth:
@@ -96,13 +94,10 @@ class FurtherTraining(Metric):
             raise ConfigError(f"{type(self).__name__}: the gold standard is zero at every epoch; train longer ('epochs', 'lr').")
         best_epoch = max(finite)[1]
         per_test = per_epoch[best_epoch]
-        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {
+        return self._bootstrap_result(per_test, {
             **truth.provenance, "correlation": self.correlation, "curve": curve, "best_epoch": best_epoch,
             "curve_epochs": list(range(len(curve))),
-            "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__, "python": platform.python_version(),
-        }
-        return MetricResult(self.name, value, ci, per_test, True, n_nan, self.bounds, provenance)
+        })
 
 
 @register_metric

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
-from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
 
 __all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
 
@@ -24,14 +24,7 @@ class _Heuristic(Metric):
     needs_model = True
 
     def _result(self, per_test: Tensor, provenance: dict[str, Any]) -> MetricResult:
-        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {**provenance, "kind": self.name, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
-                      "torch": torch.__version__, "python": platform.python_version()}
-        return MetricResult(self.name, value, ci, per_test, self.higher_is_better, n_nan, self.bounds, provenance)
-
-    def _check_bootstrap(self, n_bootstrap: int) -> None:
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        return self._bootstrap_result(per_test, {**provenance, "kind": self.name})
 
 
 @register_metric
@@ -59,7 +52,7 @@ class ClassDetection(_Heuristic):
             raise ConfigError(f"The 'label' parameter of class_detection must be chosen explicitly: one of {LABELS}. Got {label!r}.")
         if isinstance(top_s, bool) or not isinstance(top_s, int) or top_s < 1:
             raise ConfigError(f"The 'top_s' parameter of class_detection must be an integer >= 1. Got {top_s!r} instead.")
-        self._check_bootstrap(n_bootstrap)
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.label, self.top_s, self.n_bootstrap, self.seed = label, top_s, n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, model: nn.Module | None = None, **kwargs: Any) -> dict[str, Tensor]:
@@ -133,7 +126,7 @@ class ModelRandomization(_Heuristic):
     def __init__(self, mode: str = "independent", seed: int = 12345, n_bootstrap: int = 2000) -> None:
         if mode not in MODES:
             raise ConfigError(f"The 'mode' parameter of model_randomization must be one of {MODES}. Got {mode!r} instead.")
-        self._check_bootstrap(n_bootstrap)
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.mode, self.seed, self.n_bootstrap = mode, seed, n_bootstrap
 
     def build_truth(self, task: Any, store: Any = None, model: nn.Module | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -182,7 +175,7 @@ class SubclassDetection(_Heuristic):
     def __init__(self, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
         if isinstance(top_s, bool) or not isinstance(top_s, int) or top_s < 1:
             raise ConfigError(f"The 'top_s' parameter of subclass_detection must be an integer >= 1. Got {top_s!r} instead.")
-        self._check_bootstrap(n_bootstrap)
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.top_s, self.n_bootstrap, self.seed = top_s, n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -216,7 +209,7 @@ class _Retrieval(_Heuristic):
     helper = ""
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        self._check_bootstrap(n_bootstrap)
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap, self.seed = n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -279,7 +272,7 @@ class TopKCardinality(_Heuristic):
     def __init__(self, k: int = 5, n_bootstrap: int = 1000, seed: int = 0) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"The 'k' parameter of top_k_cardinality must be an integer >= 1. Got {k!r} instead.")
-        self._check_bootstrap(n_bootstrap)
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.k, self.n_bootstrap, self.seed = k, n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> None:

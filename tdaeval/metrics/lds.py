@@ -12,7 +12,7 @@ from torch import Tensor
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["LDS"]
 
@@ -48,8 +48,7 @@ class LDS(Metric):
     def __init__(self, n_subsets: int = 50, alpha: float = 0.5, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
         self.spec = LDSSpec(n_subsets=n_subsets, alpha=alpha, n_seeds=n_seeds, seed=seed)
         self.n_subsets, self.alpha, self.n_seeds, self.seed = n_subsets, alpha, n_seeds, seed
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of LDS must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap("LDS", n_bootstrap)
         self.n_bootstrap = n_bootstrap
 
     def build_truth(self, task: Any, store: Any, **kwargs: Any) -> LDSGroundTruth:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["LOO", "LOOPearson"]
 
@@ -48,8 +46,7 @@ class LOO(Metric):
     def __init__(self, n_removed: int = 100, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
         self.spec = LOOSpec(n_removed=n_removed, n_seeds=n_seeds, seed=seed)
         self.n_removed, self.n_seeds, self.seed = n_removed, n_seeds, seed
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap = n_bootstrap
 
     def build_truth(self, task: Any, store: Any, **kwargs: Any) -> LOOGroundTruth:
@@ -69,19 +66,7 @@ class LOO(Metric):
         chosen = scores[:, truth.removed].double()
         correlate = F.spearman if self.correlation == "spearman" else F.pearson
         per_test = correlate(chosen, truth.harm)
-        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {
-            **truth.provenance,
-            "correlation": self.correlation,
-            "n_bootstrap": self.n_bootstrap,
-            "ci_level": 0.95,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
-        return MetricResult(
-            metric=self.name, value=value, ci=ci, per_example=per_test, higher_is_better=True, n_nan=n_nan,
-            bounds=self.bounds, provenance=provenance,
-        )
+        return self._bootstrap_result(per_test, {**truth.provenance, "correlation": self.correlation})
 
 
 @register_metric

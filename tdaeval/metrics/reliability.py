@@ -8,16 +8,13 @@ of their own beyond the posterior's ``S`` models.
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
-import torch
-from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.attributors.base import Attribution
 from tdaeval.errors import ConfigError
-from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["SeedReliability", "SeedRankStability"]
 
@@ -35,19 +32,12 @@ class _SeedMetric(Metric):
     requires = frozenset()
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap, self.seed = n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any, **kwargs: Any) -> None:
         """No gold standard: the metric reads the scores' own seed samples."""
         return None
-
-    def _result(self, per_test: Tensor, provenance: dict[str, Any]) -> MetricResult:
-        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {**provenance, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__,
-                      "python": platform.python_version()}
-        return MetricResult(self.name, value, ci, per_test, self.higher_is_better, n_nan, self.bounds, provenance)
 
 
 @register_metric
@@ -80,7 +70,7 @@ class SeedReliability(_SeedMetric):
     def compute(self, scores: Any, truth: Any = None) -> MetricResult:
         result = _attribution(scores, self.name)
         per_test = (result.p_value < self.alpha).double().mean(dim=1)
-        return self._result(per_test, {
+        return self._bootstrap_result(per_test, {
             "kind": "seed_noise", "alpha": self.alpha, "n_seeds": result.n_samples, "test": result.test,
             "mean_p": float(result.p_value.double().mean()),
         })
@@ -117,7 +107,7 @@ class SeedRankStability(_SeedMetric):
         k = min(self.k, samples.shape[-1])
         per_test = F.rank_stability(samples)
         jaccard = F.topk_jaccard(samples, k)
-        return self._result(per_test, {
+        return self._bootstrap_result(per_test, {
             "kind": "seed_noise", "n_seeds": result.n_samples, "k": k, "topk_jaccard": float(jaccard.mean()),
             "topk_jaccard_per_example": jaccard.tolist(),
         })

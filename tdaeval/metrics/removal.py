@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import torch
@@ -11,7 +10,7 @@ from torch import Tensor
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
-from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
 
 __all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
 
@@ -22,18 +21,14 @@ class _RemovalMetric(Metric):
     def __init__(self, k_grid, n_seeds, n_test_points, seed, n_bootstrap) -> None:
         self.spec = RemovalSpec(k_grid=tuple(k_grid), n_seeds=n_seeds, n_test_points=n_test_points, seed=seed)
         self.k_grid, self.n_seeds, self.n_test_points, self.seed = list(self.spec.k_grid), n_seeds, n_test_points, seed
-        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-            raise ConfigError(f"The 'n_bootstrap' parameter of {type(self).__name__} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap = n_bootstrap
 
     def build_truth(self, task: Any, store: Any, **kwargs: Any) -> RemovalContext:
         return build_removal_context(task, self.spec, store, **kwargs)
 
     def _result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool) -> MetricResult:
-        value, ci, n_nan = F.nanmean_ci(per_example, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {**provenance, "kind": self.name, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
-                      "torch": torch.__version__, "python": platform.python_version()}
-        return MetricResult(self.name, value, ci, per_example, higher_is_better, n_nan, self.bounds, provenance)
+        return self._bootstrap_result(per_example, {**provenance, "kind": self.name}, higher_is_better)
 
 
 @register_metric
