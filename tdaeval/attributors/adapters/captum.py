@@ -404,6 +404,18 @@ class _CaptumInfluence(_CaptumAdapter):
                 f"{getattr(captum, '__version__', '?')} ({err}). Upgrade it with: pip install -U 'tdaeval[captum]'."
             ) from err
 
+    def _set_influence_params(self, damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch) -> None:
+        """Check and keep the parameters every captum influence function takes."""
+        owner = type(self).__name__
+        self.damping = _check_damping(damping, owner)
+        self.hessian_inverse_tol = float(hessian_inverse_tol)
+        self.layers = _check_layers(layers, owner)
+        if last_layer_only and layers is not None:
+            raise ConfigError(f"{owner} takes either the 'layers' or the 'last_layer_only' parameter, not both.")
+        self.last_layer_only = bool(last_layer_only)
+        self.batch_size = _check_batch_size(batch_size, owner)
+        self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
+
     def _resolve_layers(self, model: nn.Module) -> list[str] | None:
         """The module names whose parameters enter the Hessian (None: all)."""
         if self.last_layer_only:
@@ -486,17 +498,10 @@ class CaptumNaiveInfluence(_CaptumInfluence):
         sample_wise_grads_per_batch: bool | None = None,
         max_params: int = 10_000,
     ) -> None:
-        self.damping = _check_damping(damping, "CaptumNaiveInfluence")
+        self._set_influence_params(damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch)
         if projection_dim is not None:
             check_int_at_least("projection_dim", "CaptumNaiveInfluence", projection_dim, 1)
         self.projection_dim = projection_dim
-        self.hessian_inverse_tol = float(hessian_inverse_tol)
-        self.layers = _check_layers(layers, "CaptumNaiveInfluence")
-        if last_layer_only and layers is not None:
-            raise ConfigError("CaptumNaiveInfluence takes either the 'layers' or the 'last_layer_only' parameter, not both.")
-        self.last_layer_only = bool(last_layer_only)
-        self.batch_size = _check_batch_size(batch_size, "CaptumNaiveInfluence")
-        self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
         self.max_params = check_int_at_least("max_params", "CaptumNaiveInfluence", max_params, 1)
 
     def _fit(self) -> None:
@@ -567,19 +572,12 @@ class CaptumArnoldiInfluence(_CaptumInfluence):
         sample_wise_grads_per_batch: bool | None = None,
         seed: int = 0,
     ) -> None:
-        self.damping = _check_damping(damping, "CaptumArnoldiInfluence")
+        self._set_influence_params(damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch)
         self.projection_dim = check_int_at_least("projection_dim", "CaptumArnoldiInfluence", projection_dim, 1)
         self.arnoldi_dim = check_int_at_least("arnoldi_dim", "CaptumArnoldiInfluence", arnoldi_dim, 2)
         if not arnoldi_tol > 0:
             raise ConfigError(f"The 'arnoldi_tol' parameter of CaptumArnoldiInfluence must be > 0. Got {arnoldi_tol!r} instead.")
         self.arnoldi_tol = float(arnoldi_tol)
-        self.hessian_inverse_tol = float(hessian_inverse_tol)
-        self.layers = _check_layers(layers, "CaptumArnoldiInfluence")
-        if last_layer_only and layers is not None:
-            raise ConfigError("CaptumArnoldiInfluence takes either the 'layers' or the 'last_layer_only' parameter, not both.")
-        self.last_layer_only = bool(last_layer_only)
-        self.batch_size = _check_batch_size(batch_size, "CaptumArnoldiInfluence")
-        self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
         self.seed = check_int_at_least("seed", "CaptumArnoldiInfluence", seed, 0)
 
     def _fit(self) -> None:
