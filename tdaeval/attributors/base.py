@@ -124,8 +124,7 @@ class Attributor(ABC):
 
     def attribute(self, test: Data) -> Tensor | Attribution:
         """Scores ``[n_test, n_train]`` for the ``test`` examples (or an :class:`Attribution`), validated."""
-        if not hasattr(self, "model_"):
-            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before attribute(); call fit() first.")
+        self._require_fitted("attribute")
         if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
             raise AttributorError(
                 f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
@@ -140,6 +139,10 @@ class Attributor(ABC):
     def _attribute(self, test: Data) -> Tensor:
         """Unvalidated scores ``[n_test, n_train]``."""
 
+    def _require_fitted(self, method: str) -> None:
+        if not hasattr(self, "model_"):
+            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before {method}(); call fit() first.")
+
     def self_influence(self, chunk_size: int = 256) -> Tensor:
         """``[n_train]``: each training point's score for itself as a test point.
 
@@ -147,8 +150,7 @@ class Attributor(ABC):
         points at a time, so memory holds ``chunk_size × n_train`` scores, never
         ``n_train²``. Attributors with a cheaper closed form override it.
         """
-        if not hasattr(self, "model_"):
-            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before self_influence(); call fit() first.")
+        self._require_fitted("self_influence")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ConfigError(f"The 'chunk_size' parameter of self_influence must be an integer >= 1. Got {chunk_size!r} instead.")
         n = len(self.train_)

@@ -239,8 +239,7 @@ class GradDot(Attributor):
 
         The diagonal of ``attribute(train)`` without the other pairs (cosine for ``grad_cos``).
         """
-        if not hasattr(self, "model_"):
-            raise AttributorError(f"Attributor {self.display_name!r} must be fitted before self_influence(); call fit() first.")
+        self._require_fitted("self_influence")
         measured = self._gradients(_measurement_objective(self.task_), self.train_)
         values = measured.row_dot(self.train_grads_)
         if self.normalize:

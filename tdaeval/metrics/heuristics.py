@@ -279,7 +279,7 @@ class TopKCardinality(_Heuristic):
         return None
 
     @staticmethod
-    def cardinality(top: Tensor, n_train: int) -> float:
+    def cardinality(top: Tensor) -> float:
         """``|∪ rows of top| / (rows · k)`` for top-``k`` indices ``[rows, k]``."""
         return float(torch.unique(top).numel()) / top.numel()
 
@@ -288,14 +288,14 @@ class TopKCardinality(_Heuristic):
         n_test, n_train = scores.shape
         k = min(self.k, n_train)
         top = scores.topk(k, dim=1).indices
-        value = self.cardinality(top, n_train)
+        value = self.cardinality(top)
         counts = torch.zeros(n_train, dtype=torch.long).index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.long))
         per_test = (counts[top] == 1).double().mean(dim=1)
         # Bootstrap over test points; a resample's repeated rows are one row (a distinct count
         # cannot see duplicates), so the interval describes sets of distinct test points.
         generator = torch.Generator().manual_seed(self.seed)
         resamples = torch.randint(0, n_test, (self.n_bootstrap, n_test), generator=generator)
-        boot = torch.tensor([self.cardinality(top[torch.unique(rows)], n_train) for rows in resamples], dtype=torch.float64)
+        boot = torch.tensor([self.cardinality(top[torch.unique(rows)]) for rows in resamples], dtype=torch.float64)
         ci = (float(boot.quantile(0.025)), float(boot.quantile(0.975)))
         provenance = {"kind": self.name, "k": k, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
                       "value_is": "global cardinality ratio; per_example = share of each row's top-k unique to it",
