@@ -7,12 +7,15 @@ from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
 from tdaeval.functional.detection import detection_curve, positive_ranks
 from tdaeval.functional.correlation import cosine, pearson, rankdata, spearman
 from tdaeval.functional.lds import lds, subset_predictions
-from tdaeval.functional.ranking import bootstrap_rank_intervals
+from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
 from tdaeval.functional.reliability import rank_stability, topk_jaccard
 
 __all__ = [
     "bootstrap_ci",
-    "bootstrap_rank_intervals",
+    "holm_adjust",
+    "paired_bootstrap_differences",
+    "pareto_front",
+    "rank_intervals",
     "cosine",
     "detection_curve",
     "lds",

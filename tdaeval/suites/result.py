@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from tdaeval.functional.ranking import bootstrap_rank_intervals
+from tdaeval.errors import ConfigError
 from tdaeval.metrics.base import MetricResult
+from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, aggregate_ranks, pareto_points, rank_results
 
-__all__ = ["Entry", "RankRow", "SuiteResult", "SCHEMA"]
+__all__ = ["Entry", "RankRow", "AggregateRow", "ParetoPoint", "SuiteResult", "SCHEMA"]
 
 SCHEMA = "tdaeval.suite_result/1"
 
@@ -36,24 +37,6 @@ class Entry:
         return {**base, **self.result.to_dict(), "error": None}
 
 
-@dataclass(frozen=True)
-class RankRow:
-    """A row of a per-metric ranking; ``rank_low``–``rank_high`` is the 95% rank interval."""
-
-    attributor: str
-    value: float
-    ci: tuple[float, float]
-    rank: int
-    rank_low: int
-    rank_high: int
-    tied_with: tuple[str, ...]
-
-    @property
-    def rank_label(self) -> str:
-        """``"2"`` or ``"1–3"`` when the interval spans several ranks."""
-        return str(self.rank) if self.rank_low == self.rank_high else f"{self.rank_low}–{self.rank_high}"
-
-
 @dataclass
 class SuiteResult:
     """Results of :func:`tdaeval.evaluate`.
@@ -64,12 +47,15 @@ class SuiteResult:
     task : dict
         The task's description (name, config, sizes, fingerprint).
     provenance : dict
-        Versions, seed, device, cache directory, git hash when available.
+        Versions, seed, device, cache directory, git hash when available, the suite.
+    checks : list of dict
+        Outcomes of ``tdaeval check`` (:class:`tdaeval.suites.checks.CheckOutcome` as dicts), when run.
     """
 
     entries: list[Entry]
     task: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[str]:
@@ -88,23 +74,54 @@ class SuiteResult:
                 return e.result
         raise KeyError(f"No result for attributor {attributor!r} on metric {metric!r}.")
 
-    def ranking(self, metric: str, n_resamples: int = 2000, seed: int = 0) -> list[RankRow]:
-        """Attributors ranked on ``metric`` with paired-bootstrap rank intervals over examples.
+    def ranking_settings(self) -> dict[str, Any]:
+        """The ranking test's settings: the suite's ``ranking`` section, else alpha 0.05, 2000 resamples, Holm."""
+        settings = {"alpha": 0.05, "n_resamples": 2000, "correction": "holm"}
+        settings.update({k: v for k, v in self.provenance.get("ranking", {}).items() if k in settings})
+        return settings
 
-        Attributors whose rank intervals overlap are listed in each other's ``tied_with``.
+    def ranking(
+        self, metric: str, alpha: float | None = None, n_resamples: int | None = None, seed: int = 0, correction: str | None = None
+    ) -> list[RankRow]:
+        """Attributors ranked on ``metric``; ties and rank intervals from paired-bootstrap tests.
+
+        Unset arguments come from :meth:`ranking_settings`; see :mod:`tdaeval.suites.ranking` for the test.
         """
+        settings = self.ranking_settings()
+        done = [e for e in self.entries if e.metric == metric and e.result is not None]
+        return rank_results(
+            [e.attributor for e in done], [e.result for e in done],
+            settings["alpha"] if alpha is None else alpha,
+            settings["n_resamples"] if n_resamples is None else n_resamples,
+            seed,
+            settings["correction"] if correction is None else correction,
+        )
+
+    def aggregate_ranking(self) -> list[AggregateRow]:
+        """Mean rank across metrics, with the per-metric rank rows."""
+        return aggregate_ranks({m: self.ranking(m) for m in self.metrics})
+
+    def cost_seconds(self, attributor: str) -> float:
+        """Fit plus attribute wall time of ``attributor`` (NaN when it could not run)."""
+        for e in self.entries:
+            if e.attributor == attributor and "fit_s" in e.cost:
+                return float(e.cost["fit_s"]) + float(e.cost.get("attribute_s", 0.0))
+        return math.nan
+
+    def pareto_metric(self) -> str | None:
+        """The metric the Pareto view uses: ``lds`` when present, else the first metric."""
+        return "lds" if "lds" in self.metrics else (self.metrics[0] if self.metrics else None)
+
+    def pareto(self, metric: str | None = None) -> list[ParetoPoint]:
+        """Quality on ``metric`` (default :meth:`pareto_metric`) against fit + attribute seconds."""
+        metric = metric or self.pareto_metric()
         done = [e for e in self.entries if e.metric == metric and e.result is not None]
         if not done:
             return []
-        per_example = torch.stack([e.result.per_example.to(torch.float64) for e in done])
-        rank, low, high = bootstrap_rank_intervals(per_example, done[0].result.higher_is_better, n_resamples, seed=seed)
-        rows = []
-        for i, e in enumerate(done):
-            tied = tuple(
-                done[j].attributor for j in range(len(done)) if j != i and low[j] <= high[i] and low[i] <= high[j]
-            )
-            rows.append(RankRow(e.attributor, e.result.value, e.result.ci, int(rank[i]), int(low[i]), int(high[i]), tied))
-        return sorted(rows, key=lambda r: (r.rank, r.attributor))
+        return pareto_points(
+            [e.attributor for e in done], [e.result.value for e in done], [self.cost_seconds(e.attributor) for e in done],
+            done[0].result.higher_is_better,
+        )
 
     def failures(self) -> list[Entry]:
         """Entries that could not run."""
@@ -134,10 +151,16 @@ class SuiteResult:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON document (``results`` holds one object per attributor × metric)."""
+        """The versioned JSON document (``results`` holds one object per attributor × metric).
+
+        Rank fields are computed for readers of the JSON; :meth:`from_dict` recomputes them.
+        """
+        from tdaeval.suites.ranking import describe_test
+
         results = []
+        per_metric = {metric: self.ranking(metric) for metric in self.metrics}
         for metric in self.metrics:
-            ranks = {r.attributor: r for r in self.ranking(metric)}
+            ranks = {r.attributor: r for r in per_metric[metric]}
             for e in self.entries:
                 if e.metric != metric:
                     continue
@@ -146,7 +169,18 @@ class SuiteResult:
                     r = ranks[e.attributor]
                     item["rank"] = {"rank": r.rank, "low": r.rank_low, "high": r.rank_high, "tied_with": list(r.tied_with)}
                 results.append(item)
-        return {"schema": SCHEMA, "task": self.task, "provenance": self.provenance, "results": results}
+        settings = self.ranking_settings()
+        ranking = {
+            **settings,
+            "test": describe_test(settings["alpha"], settings["n_resamples"], settings["correction"]),
+            "aggregate": [
+                {"attributor": row.attributor, "mean_rank": row.mean_rank, "n_metrics": row.n_metrics,
+                 "ranks": {m: r.rank for m, r in row.ranks.items()}}
+                for row in aggregate_ranks(per_metric)
+            ],
+        }
+        return {"schema": SCHEMA, "task": self.task, "provenance": self.provenance, "results": results,
+                "ranking": ranking, "checks": self.checks}
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text; also written to ``path`` when given."""
@@ -156,18 +190,31 @@ class SuiteResult:
         return text
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SuiteResult":
+    def from_dict(cls, data: dict[str, Any], source: str = "results") -> "SuiteResult":
         """Inverse of :meth:`to_dict` (rankings are recomputed, not read)."""
+        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("tdaeval.suite_result/"):
+            raise ConfigError(f"{source}: not a tdaeval results document (expected a JSON object with schema {SCHEMA!r}).")
+        if data["schema"] != SCHEMA:
+            raise ConfigError(f"{source}: results schema {data['schema']!r} is not supported by this tdaeval (expected {SCHEMA!r}).")
         entries = []
-        for item in data["results"]:
-            result = None if item.get("error") else MetricResult.from_dict(item)
-            entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}), item.get("error")))
-        return cls(entries=entries, task=data.get("task", {}), provenance=data.get("provenance", {}))
+        try:
+            for item in data["results"]:
+                result = None if item.get("error") else MetricResult.from_dict(item)
+                entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}), item.get("error")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: malformed results document ({type(err).__name__}: {err}).") from None
+        return cls(entries=entries, task=data.get("task", {}), provenance=data.get("provenance", {}), checks=data.get("checks", []))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "SuiteResult":
         """Read a document written by :meth:`to_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as err:
+            raise ConfigError(f"Cannot read results file {str(path)!r}: {err.strerror or err}.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"Results file {str(path)!r} is not valid JSON: {err}.") from None
+        return cls.from_dict(data, source=str(path))
 
 
 def _fmt(value: float) -> str:

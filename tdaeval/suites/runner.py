@@ -15,11 +15,12 @@ from tdaeval.attributors.base import Attributor, get as get_attributor, names as
 from tdaeval.errors import ConfigError, TdaevalError
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.metrics.base import Metric, get_metric
+from tdaeval.suites.cost import PeakMemory
 from tdaeval.suites.result import Entry, SuiteResult
 from tdaeval.task import Task
 from tdaeval.training import Checkpoint, train_model
 
-__all__ = ["evaluate", "builtin_attributors", "train_reference"]
+__all__ = ["evaluate", "run_suite", "builtin_attributors", "train_reference"]
 
 #: Attributors the quick start evaluates (every built-in estimator, defaults).
 BUILTIN_ATTRIBUTORS = ("random", "grad_dot", "grad_cos", "tracin", "influence", "trak", "representer", "similarity")
@@ -168,12 +169,13 @@ def evaluate(
     for i, (name, attributor) in enumerate(resolved.items()):
         report("attributors", i, len(resolved))
         try:
-            start = time.perf_counter()
-            attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
-            fit_s = time.perf_counter() - start
-            start = time.perf_counter()
-            scores = attributor.attribute(task.test_data)
-            attribute_s = time.perf_counter() - start
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
+                attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
+                fit_s = time.perf_counter() - start
+                start = time.perf_counter()
+                scores = attributor.attribute(task.test_data)
+                attribute_s = time.perf_counter() - start
         except TdaevalError as err:
             if on_error == "raise":
                 raise
@@ -184,7 +186,7 @@ def evaluate(
                 raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
             entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
             continue
-        cost = {"fit_s": fit_s, "attribute_s": attribute_s}
+        cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
         # Ensembles and the seed posterior split their cost further (training, serving, storage).
         cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
         for metric, truth in zip(metric_objs, truths):
@@ -214,3 +216,57 @@ def evaluate(
         "metrics": {m.name: m.get_params() for m in metric_objs},
     }
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
+
+
+def run_suite(
+    suite: Any,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> SuiteResult:
+    """Run a suite: every attributor × metric on its task, failures recorded, not raised.
+
+    Parameters
+    ----------
+    suite : SuiteConfig, str or Path
+        A validated config, a suite file (``.yaml``/``.toml``) or a built-in suite name.
+    cache_dir : str or Path, optional
+        Overrides the suite's ``store``.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    SuiteResult
+        With the suite (every key, defaults filled in) in ``provenance["suite"]``.
+    """
+    from tdaeval.suites.config import SuiteConfig, build_attributors, build_metrics, build_task, load_suite
+
+    folder: Path | None = None
+    source = "<suite>"
+    if isinstance(suite, SuiteConfig):
+        config = suite
+    elif isinstance(suite, (str, Path)):
+        source = str(suite)
+        config, folder = load_suite(suite)
+    else:
+        raise ConfigError(f"The 'suite' parameter of run_suite must be a SuiteConfig or a path. Got {type(suite).__name__}.")
+    if cache_dir is None and config.store is not None:
+        cache_dir = Path(config.store) if folder is None else folder / config.store
+    task = build_task(config, source)
+    result = evaluate(
+        task,
+        attributors=build_attributors(config, source),
+        metrics=build_metrics(config, source),
+        cache_dir=cache_dir,
+        seed=config.seed,
+        n_checkpoints=config.n_checkpoints,
+        device=config.device,
+        executor=config.executor,
+        on_error="record",
+        progress=progress,
+    )
+    result.provenance["suite"] = config.model_dump(mode="json")
+    result.provenance["suite_file"] = str(Path(source).resolve()) if folder is not None else source
+    result.provenance["ranking"] = config.ranking.model_dump(mode="json")
+    return result

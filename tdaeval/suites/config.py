@@ -1,0 +1,390 @@
+"""Suite files: YAML or TOML, validated with pydantic, errors that name the file and the key path.
+
+A suite says what to evaluate (a task, attributors, metrics), how to build the
+ground truth (M, α, R, seeds, store, executor, device), how to rank, and what
+must hold in CI (floors, maximum regression against a baseline). Every key is
+documented in ``docs/suites.rst``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tdaeval.errors import ConfigError, TdaevalError
+
+__all__ = [
+    "SuiteConfig",
+    "TaskSpec",
+    "AttributorSpec",
+    "MetricSpec",
+    "GroundTruthSpec",
+    "RankingSpec",
+    "FloorSpec",
+    "ThresholdSpec",
+    "load_suite",
+    "parse_suite",
+    "builtin_suites",
+    "SETTINGS",
+]
+
+#: Controlled settings a suite can apply to its task (``task.setting``), see :mod:`tdaeval.tasks.controlled`.
+SETTINGS = ("flipped_labels", "grouped_labels", "shortcut", "mixed_dataset")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SettingSpec(_Strict):
+    """A controlled setting applied to the task (mislabel, subclass, shortcut, mixed-dataset metrics)."""
+
+    name: Literal["flipped_labels", "grouped_labels", "shortcut", "mixed_dataset"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSpec(_Strict):
+    """What is explained: a built-in task by ``name`` or a ``factory`` ``"module:function"`` returning a Task."""
+
+    name: str | None = None
+    factory: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    setting: SettingSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TaskSpec":
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'name' (a built-in task) or 'factory' ('module:function')")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError(f"'factory' must look like 'module:function'; got {self.factory!r}")
+        return self
+
+
+class AttributorSpec(_Strict):
+    """An attributor: ``use`` is a registered name or ``"module:Name"``; ``name`` labels it in reports."""
+
+    use: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"use": value} if isinstance(value, str) else value
+
+    @property
+    def label(self) -> str:
+        """The name shown in results: ``name`` or ``use``."""
+        return self.name or self.use
+
+
+class MetricSpec(_Strict):
+    """A registered metric and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class GroundTruthSpec(_Strict):
+    """Defaults for every metric that takes them (a metric's own ``params`` win).
+
+    ``n_subsets`` is M, ``alpha`` the subset fraction α, ``n_seeds`` R.
+    """
+
+    n_subsets: int | None = Field(default=None, ge=2)
+    alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
+    n_seeds: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0)
+
+
+class RankingSpec(_Strict):
+    """The ranking test: paired bootstrap, two-sided, level ``alpha``, multiple-pair ``correction``."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    n_resamples: int = Field(default=2000, ge=100)
+    correction: Literal["holm", "none"] = "holm"
+
+
+class FloorSpec(_Strict):
+    """An absolute threshold on one attributor (``"*"`` = every attributor) × metric."""
+
+    attributor: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "FloorSpec":
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min' and/or 'max'")
+        for key in ("min", "max"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"'{key}' must be a finite number; got {value!r}")
+        return self
+
+
+class ThresholdSpec(_Strict):
+    """What ``tdaeval check`` enforces."""
+
+    floors: list[FloorSpec] = Field(default_factory=list)
+    max_regression: float | None = Field(default=None, ge=0.0)
+    ci_must_clear: bool = False
+
+
+class SuiteConfig(_Strict):
+    """A whole suite file; see ``docs/suites.rst`` for every key."""
+
+    version: Literal[1] = 1
+    name: str = "suite"
+    description: str = ""
+    task: TaskSpec
+    attributors: list[AttributorSpec] = Field(min_length=1)
+    metrics: list[MetricSpec] = Field(min_length=1)
+    groundtruth: GroundTruthSpec = Field(default_factory=GroundTruthSpec)
+    store: str | None = None
+    executor: str = "local"
+    device: str = "cpu"
+    seed: int = Field(default=0, ge=0)
+    n_checkpoints: int = Field(default=5, ge=1)
+    ranking: RankingSpec = Field(default_factory=RankingSpec)
+    thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
+    baseline: str | None = None
+
+    @field_validator("attributors")
+    @classmethod
+    def _unique_labels(cls, value: list[AttributorSpec]) -> list[AttributorSpec]:
+        labels = [a.label for a in value]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"attributor names must be unique; {duplicates} appear more than once (set 'name' to tell them apart)")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+        names = [m.name for m in value]
+        duplicates = sorted({x for x in names if names.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"metric names must be unique; {duplicates} appear more than once")
+        return value
+
+    # -- building the objects -------------------------------------------------
+    def metric_params(self, index: int) -> dict[str, Any]:
+        """Parameters of metric ``index``: ground-truth defaults it accepts, overridden by its own params."""
+        from tdaeval.metrics.base import metric_class
+
+        spec = self.metrics[index]
+        accepted = inspect.signature(metric_class(spec.name).__init__).parameters
+        defaults = {k: v for k, v in self.groundtruth.model_dump().items() if v is not None and k in accepted}
+        return {**defaults, **spec.params}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
+        got = e.get("input")
+        got_text = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, (dict, list)) else f" (got {got!r})"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key (not part of the suite format; see docs/suites.rst)"
+        lines.append(f"{source}: {_loc(loc)}: {message}{got_text}")
+    return "\n".join(lines)
+
+
+def builtin_suites() -> dict[str, str]:
+    """Built-in suite names and their YAML text (``smoke``, ``standard``)."""
+    folder = resources.files("tdaeval.suites") / "builtin"
+    return {p.name.removesuffix(".yaml"): p.read_text() for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def _parse_text(text: str, source: str, fmt: str) -> Any:
+    if fmt == "toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bool = True) -> SuiteConfig:
+    """Validate a suite document.
+
+    Parameters
+    ----------
+    text : str
+        YAML or TOML text.
+    source : str
+        Shown in error messages (the file name).
+    fmt : {"yaml", "toml"}
+        The text's format.
+    check : bool
+        Also check that names resolve: the task, every attributor and metric
+        with its parameters, floors that name known attributors and metrics.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem: ``source: key.path: what was expected``.
+    """
+    data = _parse_text(text, source, fmt)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a suite must be a mapping with keys such as 'task', 'attributors', 'metrics'; got {type(data).__name__}.")
+    try:
+        config = SuiteConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    if check:
+        check_suite(config, source)
+    return config
+
+
+def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
+    """Read a suite file (``.yaml``, ``.yml``, ``.toml``) or a built-in suite by name.
+
+    Returns
+    -------
+    tuple
+        ``(config, folder)``: relative paths in the suite (store, baseline) are
+        relative to ``folder``, the file's directory (None for built-in suites:
+        relative to the working directory).
+    """
+    text_path = Path(path)
+    if not text_path.exists():
+        builtins = builtin_suites()
+        if str(path) in builtins:
+            return parse_suite(builtins[str(path)], source=f"builtin suite {path!r}"), None
+        raise ConfigError(f"Suite file {str(path)!r} does not exist (built-in suites: {', '.join(sorted(builtins))}).")
+    if text_path.is_dir():
+        raise ConfigError(f"Suite file {str(path)!r} is a directory; expected a .yaml or .toml file.")
+    fmt = "toml" if text_path.suffix.lower() == ".toml" else "yaml"
+    try:
+        text = text_path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Cannot read suite file {str(path)!r}: {err}.") from None
+    return parse_suite(text, source=str(path), fmt=fmt), text_path.resolve().parent
+
+
+# -- semantic checks: names resolve, parameters are accepted ------------------
+def build_task(config: SuiteConfig, source: str = "<suite>") -> Any:
+    """The suite's Task (with its controlled setting applied)."""
+    from tdaeval.task import Task
+    from tdaeval.tasks import controlled, get_task
+
+    spec = config.task
+    if spec.name is not None:
+        task = _wrap(lambda: get_task(spec.name, **_task_params(spec.params)), source, "task.name" if not spec.params else "task.params")
+    else:
+        factory = _import(spec.factory, source, "task.factory")
+        task = _wrap(lambda: factory(**spec.params), source, "task.params")
+        if not isinstance(task, Task):
+            raise ConfigError(f"{source}: task.factory: {spec.factory!r} returned {type(task).__name__}, expected a tdaeval Task.")
+    if spec.setting is not None:
+        transform = getattr(controlled, f"with_{spec.setting.name}")
+        task = _wrap(lambda: transform(task, **spec.setting.params), source, "task.setting.params")
+    return task
+
+
+def _task_params(params: dict[str, Any]) -> dict[str, Any]:
+    from tdaeval.task import TrainRecipe
+
+    if isinstance(params.get("recipe"), dict):
+        params = {**params, "recipe": TrainRecipe(**params["recipe"])}
+    return params
+
+
+def build_attributors(config: SuiteConfig, source: str = "<suite>") -> dict[str, Any]:
+    """``{label: Attributor}`` for the suite's attributors (fresh instances)."""
+    from tdaeval.attributors.base import get
+
+    out = {}
+    for i, spec in enumerate(config.attributors):
+        where = f"attributors.{i}.params" if spec.params else f"attributors.{i}.use"
+        attributor = _wrap(lambda: get(spec.use, **spec.params), source, where)
+        if spec.name is not None or ":" in spec.use:
+            attributor._display_name = spec.label
+        out[spec.label] = attributor
+    return out
+
+
+def build_metrics(config: SuiteConfig, source: str = "<suite>") -> list[Any]:
+    """The suite's Metric instances (ground-truth defaults applied)."""
+    from tdaeval.metrics.base import get_metric, metric_class
+
+    out = []
+    for i, spec in enumerate(config.metrics):
+        _wrap(lambda: metric_class(spec.name), source, f"metrics.{i}.name")
+        out.append(_wrap(lambda: get_metric(spec.name, **config.metric_params(i)), source, f"metrics.{i}.params"))
+    return out
+
+
+def check_suite(config: SuiteConfig, source: str = "<suite>") -> None:
+    """Raise ConfigError (file + key path) unless every name and parameter in the suite resolves."""
+    from tdaeval.groundtruth.executors import get_executor
+
+    build_task(config, source)
+    build_attributors(config, source)
+    build_metrics(config, source)
+    _wrap(lambda: get_executor(config.executor, device=config.device), source, "executor")
+    if config.device != "cpu" and not config.device.startswith(("cuda", "mps")):
+        raise ConfigError(f"{source}: device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {config.device!r}.")
+    labels = {a.label for a in config.attributors}
+    metrics = {m.name for m in config.metrics}
+    for i, floor in enumerate(config.thresholds.floors):
+        if floor.attributor != "*" and floor.attributor not in labels:
+            raise ConfigError(f"{source}: thresholds.floors.{i}.attributor: {floor.attributor!r} is not an attributor of this suite (expected one of {sorted(labels)} or '*').")
+        if floor.metric not in metrics:
+            raise ConfigError(f"{source}: thresholds.floors.{i}.metric: {floor.metric!r} is not a metric of this suite (expected one of {sorted(metrics)}).")
+
+
+def _import(path: str, source: str, where: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except ImportError as err:
+        raise ConfigError(f"{source}: {where}: cannot import module {module_name!r}: {err}.") from None
+    except AttributeError:
+        raise ConfigError(f"{source}: {where}: module {module_name!r} has no attribute {attr!r}.") from None
+
+
+def _wrap(build: Any, source: str, where: str) -> Any:
+    try:
+        return build()
+    except TdaevalError as err:
+        raise ConfigError(f"{source}: {where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: {where}: {type(err).__name__}: {err}") from None

@@ -1,0 +1,163 @@
+"""Rankings with honest uncertainty: per metric, across metrics, and quality against cost.
+
+Per metric, every pair of attributors is compared by a **paired bootstrap
+over test points** (the same resampled test points for both): the two-sided
+p-value of the mean difference is Holm-adjusted over all pairs of the metric,
+and a pair whose adjusted p-value is at least ``alpha`` (0.05) is a **tie**.
+An attributor's rank interval holds the ranks compatible with every
+significant difference: ``1 + #significantly better`` to ``A − #significantly
+worse``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+import torch
+
+from tdaeval.errors import ConfigError
+from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
+from tdaeval.metrics.base import MetricResult
+
+__all__ = ["RankRow", "AggregateRow", "ParetoPoint", "rank_results", "aggregate_ranks", "pareto_points", "describe_test"]
+
+
+@dataclass(frozen=True)
+class RankRow:
+    """A row of a per-metric ranking; ``rank_low``–``rank_high`` is the rank interval."""
+
+    attributor: str
+    value: float
+    ci: tuple[float, float]
+    rank: int
+    rank_low: int
+    rank_high: int
+    tied_with: tuple[str, ...]
+    p_values: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def rank_label(self) -> str:
+        """``"2"`` or ``"1–3"`` when the interval spans several ranks."""
+        return str(self.rank) if self.rank_low == self.rank_high else f"{self.rank_low}–{self.rank_high}"
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """An attributor's ranks across metrics; ``mean_rank`` is over the metrics it ran on."""
+
+    attributor: str
+    mean_rank: float
+    ranks: dict[str, RankRow]
+    n_metrics: int
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """An attributor's quality on one metric against its cost; ``on_front`` when not dominated."""
+
+    attributor: str
+    quality: float
+    cost: float
+    on_front: bool
+
+
+def describe_test(alpha: float = 0.05, n_resamples: int = 2000, correction: str = "holm") -> str:
+    """One sentence stating the ranking test, for reports."""
+    adjust = "Holm-adjusted over the pairs of each metric" if correction == "holm" else "not adjusted for multiple pairs"
+    return (
+        f"Ties: paired bootstrap over test points ({n_resamples} resamples), two-sided p-value of the mean "
+        f"difference, {adjust}; a pair with p ≥ {alpha:g} is tied. Rank intervals span the ranks "
+        f"compatible with every significant difference."
+    )
+
+
+def _check(alpha: float, correction: str) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+        raise ConfigError(f"The 'alpha' parameter of the ranking must be in (0, 1). Got {alpha!r} instead.")
+    if correction not in ("holm", "none"):
+        raise ConfigError(f"The 'correction' parameter of the ranking must be 'holm' or 'none'. Got {correction!r} instead.")
+
+
+def rank_results(
+    names: Sequence[str],
+    results: Sequence[MetricResult],
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    correction: str = "holm",
+) -> list[RankRow]:
+    """Rank attributors on one metric from their results on the same test points.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Attributor names, one per result.
+    results : sequence of MetricResult
+        Results of one metric whose ``per_example`` share length and order.
+    alpha : float
+        Significance level of the pairwise tests.
+    n_resamples : int
+        Bootstrap resamples.
+    seed : int
+        Seed of the resampling.
+    correction : {"holm", "none"}
+        Multiple-comparison adjustment over the pairs.
+
+    Returns
+    -------
+    list of RankRow
+        Sorted by rank, then name.
+    """
+    _check(alpha, correction)
+    if not results:
+        return []
+    lengths = {int(r.per_example.numel()) for r in results}
+    if len(lengths) > 1:
+        raise ConfigError(
+            f"Cannot rank {sorted(names)} on metric {results[0].metric!r}: their per-example values have "
+            f"different lengths {sorted(lengths)}; paired comparisons need the same test points."
+        )
+    per_example = torch.stack([r.per_example.to(torch.float64) for r in results])
+    _, _, _, p = paired_bootstrap_differences(per_example, n_resamples=n_resamples, seed=seed)
+    n_methods = len(results)
+    if correction == "holm" and n_methods > 1:
+        i, j = torch.triu_indices(n_methods, n_methods, offset=1)
+        adjusted = holm_adjust(p[i, j])
+        p = p.clone()
+        p[i, j], p[j, i] = adjusted, adjusted
+    significant = torch.nan_to_num(p, nan=1.0) < alpha
+    means = torch.tensor([r.value for r in results], dtype=torch.float64)
+    rank, low, high = rank_intervals(means, significant, results[0].higher_is_better)
+    rows = []
+    for a, (name, result) in enumerate(zip(names, results)):
+        others = [b for b in range(n_methods) if b != a]
+        tied = tuple(names[b] for b in others if not significant[a, b])
+        p_values = {names[b]: float(p[a, b]) for b in others}
+        rows.append(RankRow(name, result.value, result.ci, int(rank[a]), int(low[a]), int(high[a]), tied, p_values))
+    return sorted(rows, key=lambda r: (r.rank, r.attributor))
+
+
+def aggregate_ranks(per_metric: dict[str, list[RankRow]]) -> list[AggregateRow]:
+    """Mean rank of each attributor over the metrics it has a result on, best first.
+
+    Parameters
+    ----------
+    per_metric : dict
+        ``{metric: rows}`` from :func:`rank_results`.
+    """
+    names = list(dict.fromkeys(r.attributor for rows in per_metric.values() for r in rows))
+    out = []
+    for name in names:
+        ranks = {m: r for m, rows in per_metric.items() for r in rows if r.attributor == name}
+        mean = sum(r.rank for r in ranks.values()) / len(ranks)
+        out.append(AggregateRow(name, mean, ranks, len(ranks)))
+    return sorted(out, key=lambda row: (-row.n_metrics, row.mean_rank, row.attributor))
+
+
+def pareto_points(names: Sequence[str], quality: Sequence[float], cost: Sequence[float], higher_is_better: bool = True) -> list[ParetoPoint]:
+    """Quality against cost for each attributor, flagging the non-dominated ones (the Pareto set)."""
+    q = torch.tensor([math.nan if v is None else float(v) for v in quality], dtype=torch.float64)
+    c = torch.tensor([math.nan if v is None else float(v) for v in cost], dtype=torch.float64)
+    front = pareto_front(q, c, higher_is_better) if len(names) else torch.zeros(0, dtype=torch.bool)
+    return [ParetoPoint(n, float(q[i]), float(c[i]), bool(front[i])) for i, n in enumerate(names)]
