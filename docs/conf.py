@@ -47,7 +47,7 @@ autosummary_generate = False
 nitpicky = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path: list[str] = []
+html_static_path: list[str] = ["_static"]
 
 
 class SubmoduleExtras(SphinxDirective):

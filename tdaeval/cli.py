@@ -1,12 +1,15 @@
-"""Command line: ``tdaeval quickstart`` and ``tdaeval ls``.
+"""Command line: ``quickstart``, ``run``, ``report``, ``compare``, ``validate``, ``check``, ``ls``.
 
-Exit codes: 0 success; 2 bad input (a parameter, an unusable cache
-directory, an attributor that returns invalid scores); 3 runtime failure
-(e.g. an attributor that crashes).
+Exit codes: 0 success (for ``check``: every threshold holds); 1 a threshold
+or a regression failed (``check``, ``compare --fail-on-regression``); 2 bad
+usage or input (a parameter, a suite file, an unusable cache directory, an
+attributor that returns invalid scores); 3 runtime failure (e.g. an
+attributor that crashes in ``quickstart``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,6 +20,7 @@ from tdaeval.errors import AttributorError, ConfigError, StoreError, TdaevalErro
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate training data attribution methods.")
 
+EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2
 EXIT_RUNTIME = 3
 
@@ -36,7 +40,7 @@ class _Progress:
     """rich progress bars on stderr, silent when stderr is not a terminal."""
 
     def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+        self.enabled = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
         self.tasks: dict[str, int] = {}
         self.bar = None
         if self.enabled:
@@ -123,6 +127,189 @@ def list_components() -> None:
 
         doc = (metric_class(name).__doc__ or "").strip().splitlines()[0]
         typer.echo(f"  {name:<12} {doc}")
+
+
+def _guarded(action):
+    """Run ``action()``; map tdaeval's errors to exit codes with a one-line message (no traceback)."""
+    try:
+        return action()
+    except (ConfigError, StoreError, AttributorError) as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except TdaevalError as err:
+        _fail(str(err), EXIT_RUNTIME)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's task or attributor code may fail in any way
+        _fail(f"runtime failure: {type(err).__name__}: {err}", EXIT_RUNTIME)
+
+
+def _writable_dir(out: Path, option: str = "--out") -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"The output directory {str(out)!r} ({option}) is not writable: {err.strerror or err}.") from err
+    return out
+
+
+def _step_summary(markdown: str) -> None:
+    """Append the Markdown report to ``$GITHUB_STEP_SUMMARY`` when GitHub Actions sets it."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(markdown + "\n")
+        except OSError as err:
+            _console().print(f"[yellow]warning:[/] cannot write $GITHUB_STEP_SUMMARY ({path}): {err}", highlight=False)
+
+
+def _write_outputs(result, out: Path) -> list[Path]:
+    from tdaeval.reports import render_html, render_junit, render_markdown
+
+    written = [out / "results.json", out / "report.md", out / "report.html", out / "junit.xml"]
+    result.to_json(written[0])
+    markdown = render_markdown(result)
+    written[1].write_text(markdown)
+    written[2].write_text(render_html(result))
+    written[3].write_text(render_junit(result))
+    _step_summary(markdown)
+    return written
+
+
+def _run_suite(suite: str, cache_dir: Optional[Path]):
+    from tdaeval.suites.runner import run_suite
+
+    with _Progress() as progress:
+        return run_suite(suite, cache_dir=cache_dir, progress=progress)
+
+
+SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard.")
+OUT_OPT = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md, report.html, junit.xml.")
+CACHE_OPT = typer.Option(None, "--cache-dir", help="Ground-truth store (overrides the suite's 'store').")
+
+
+@app.command()
+def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] = CACHE_OPT) -> None:
+    """Run a suite: every attributor x metric; failures are recorded, the suite goes on."""
+
+    def action():
+        _writable_dir(out)
+        result = _run_suite(suite, cache_dir)
+        written = _write_outputs(result, out)
+        typer.echo(result.table())
+        failed = result.failures()
+        if failed:
+            typer.echo(f"\n{len({e.attributor for e in failed})} attributor(s) could not run on some metric; see the report.")
+        typer.echo(f"\nWrote {', '.join(str(p) for p in written)}")
+
+    _guarded(action)
+
+
+@app.command()
+def validate(suite: str = SUITE_ARG) -> None:
+    """Check a suite file without running it: keys, types, names and parameters."""
+    from tdaeval.suites.config import load_suite
+
+    def action():
+        config, _ = load_suite(suite)
+        typer.echo(
+            f"{suite}: valid suite {config.name!r}: task {config.task.name or config.task.factory}, "
+            f"{len(config.attributors)} attributor(s), {len(config.metrics)} metric(s), "
+            f"{len(config.thresholds.floors)} floor(s)."
+        )
+
+    _guarded(action)
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="A results.json written by run, check or quickstart."),
+    format: str = typer.Option("md", "--format", "-f", help="html, md, json or junit."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of standard output."),
+) -> None:
+    """Render a results file as HTML, Markdown, JSON or JUnit XML."""
+    from tdaeval.reports import render_html, render_junit, render_markdown
+    from tdaeval.suites.result import SuiteResult
+
+    renderers = {"html": render_html, "md": render_markdown, "json": lambda r: r.to_json(), "junit": render_junit}
+
+    def action():
+        if format not in renderers:
+            raise ConfigError(f"The '--format' option of report must be one of {', '.join(renderers)}. Got {format!r} instead.")
+        text = renderers[format](SuiteResult.from_json(results))
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            try:
+                out.write_text(text)
+            except OSError as err:
+                raise ConfigError(f"Cannot write {str(out)!r} (--out): {err.strerror or err}.") from err
+            typer.echo(f"Wrote {out}")
+
+    _guarded(action)
+
+
+@app.command()
+def compare(
+    base: Path = typer.Argument(..., help="Baseline results.json."),
+    new: Path = typer.Argument(..., help="New results.json."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Level at which a change counts as significant."),
+    format: str = typer.Option("text", "--format", "-f", help="text, md or json."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when any change is a significant regression."),
+) -> None:
+    """Per attributor x metric change from BASE to NEW, with a bootstrap CI and significance."""
+    from tdaeval.reports.compare import render_comparison
+    from tdaeval.suites.compare import compare_results
+    from tdaeval.suites.result import SuiteResult
+
+    def action():
+        if format not in ("text", "md", "json"):
+            raise ConfigError(f"The '--format' option of compare must be text, md or json. Got {format!r} instead.")
+        differences = compare_results(SuiteResult.from_json(base), SuiteResult.from_json(new), alpha=alpha)
+        typer.echo(render_comparison(differences, format, alpha))
+        return any(d.status == "regressed" for d in differences)
+
+    if _guarded(action) and fail_on_regression:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@app.command()
+def check(
+    suite: str = SUITE_ARG,
+    out: Path = OUT_OPT,
+    cache_dir: Optional[Path] = CACHE_OPT,
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Baseline results.json (overrides the suite's 'baseline')."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Check an existing results.json instead of running the suite."),
+) -> None:
+    """Run a suite (or read --results) and enforce its thresholds: exit 0 all hold, 1 one failed."""
+    from tdaeval.suites.checks import evaluate_checks
+    from tdaeval.suites.config import load_suite
+    from tdaeval.suites.result import SuiteResult
+
+    def action():
+        config, folder = load_suite(suite)
+        base_path = baseline if baseline is not None else (
+            None if config.baseline is None else (Path(config.baseline) if folder is None else folder / config.baseline))
+        if config.thresholds.max_regression is not None and base_path is None:
+            raise ConfigError(f"{suite}: thresholds.max_regression needs a baseline: set 'baseline' in the suite or pass --baseline.")
+        base = SuiteResult.from_json(base_path) if base_path is not None else None
+        _writable_dir(out)
+        result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir)
+        outcomes = evaluate_checks(result, config.thresholds, base, alpha=config.ranking.alpha)
+        result.checks = [o.to_dict() for o in outcomes]
+        _write_outputs(result, out)
+        for o in outcomes:
+            typer.echo(f"{'PASS' if o.passed else 'FAIL'}  {o.name}: {o.message}")
+        failed = [o for o in outcomes if not o.passed]
+        if not outcomes:
+            typer.echo("No thresholds in this suite: nothing to enforce.")
+        typer.echo(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} thresholds hold. Wrote {out}/results.json, junit.xml, report.md, report.html")
+        return bool(failed)
+
+    if _guarded(action):
+        raise typer.Exit(EXIT_FAILED_CHECK)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ def _cell(text: object) -> str:
 
 def _memory(entry_cost: dict) -> str:
     value = entry_cost.get("peak_memory_bytes")
-    return "–" if value is None else f"{value / 2**20:.0f}"
+    return "–" if value is None else f"{value / 2**20:.1f}"
 
 
 def render_markdown(result: SuiteResult) -> str:
