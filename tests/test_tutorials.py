@@ -96,3 +96,25 @@ def test_tutorial_04_gold_standards(tmp_path):
         assert ("grad_dot", metric) in metrics and ("random", metric) in metrics
     timings = json.loads((tmp_path / "out" / "timings.json").read_text())
     assert set(timings) == {"lds", "loo", "topk_removal", "further_training"}
+
+
+def test_tutorial_05_suite_and_workflow_are_valid():
+    """The CI tutorial's suite has the documented structure and its workflow runs `tdaeval check`."""
+    import re
+
+    import yaml
+
+    from tdaeval.suites.config import parse_suite
+
+    text = (TUTORIALS / "05_ci.md").read_text()
+    suite_text, workflow_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    # the suite names the reader's own attributor (mypkg), so only its structure can be checked here
+    config = parse_suite(suite_text, source="05_ci.md", check=False)
+    assert config.thresholds.max_regression == 0.02 and config.thresholds.ci_must_clear
+    assert {f.attributor for f in config.thresholds.floors} == {"mine", "random"}
+    assert workflow_text == (TUTORIALS / "05_ci_workflow.yml").read_text()
+    workflow = yaml.safe_load(workflow_text)
+    runs = [step.get("run", "") for step in workflow["jobs"]["tdaeval"]["steps"]]
+    assert any(r.startswith("tdaeval check tdaeval-suite.yaml") for r in runs)
+    cached = [s for s in workflow["jobs"]["tdaeval"]["steps"] if s.get("uses", "").startswith("actions/cache")]
+    assert cached and cached[0]["with"]["path"] == config.store

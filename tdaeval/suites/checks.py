@@ -87,7 +87,8 @@ def _floor_outcomes(result: SuiteResult, thresholds: ThresholdSpec) -> list[Chec
                 elif thresholds.ci_must_clear:
                     # fail only when the whole interval lies on the wrong side
                     passed = (high >= bound) if op == ">=" else (low <= bound)
-                    how = f"95% CI [{low:.4g}, {high:.4g}] {'reaches' if passed else 'lies entirely beyond'} {bound:g}"
+                    side = "below" if op == ">=" else "above"
+                    how = f"95% CI [{low:.4g}, {high:.4g}] {'is not entirely' if passed else 'lies entirely'} {side} {bound:g}"
                 else:
                     passed = (r.value >= bound) if op == ">=" else (r.value <= bound)
                     how = f"value {r.value:.4g} {'satisfies' if passed else 'violates'} {op} {bound:g}"
@@ -112,7 +113,8 @@ def _regression_outcomes(result: SuiteResult, baseline: SuiteResult, thresholds:
             passed, how = False, "the change is undefined (NaN)"
         elif thresholds.ci_must_clear:
             passed = not (high < -allowed)
-            how = f"improvement 95% CI [{low:.4g}, {high:.4g}] vs allowed regression {allowed:g}"
+            how = (f"{d.base_value:.4g} -> {d.new_value:.4g}; improvement 95% CI [{low:.4g}, {high:.4g}] "
+                   f"{'is not entirely' if passed else 'lies entirely'} below -{allowed:g}")
         else:
             passed = d.improvement >= -allowed
             how = f"{d.base_value:.4g} -> {d.new_value:.4g} (improvement {d.improvement:+.4g}, allowed regression {allowed:g})"
