@@ -69,7 +69,7 @@ class _Progress:
 
 @app.command()
 def quickstart(
-    out: Path = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json and report.md."),
+    out: Path = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md and report.html."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Ground-truth store (default: user cache)."),
     subsets: int = typer.Option(100, "--subsets", help="LDS subsets M (>= 2)."),
     seeds: int = typer.Option(1, "--seeds", help="Models per subset R (>= 1)."),
@@ -105,10 +105,13 @@ def quickstart(
         _fail(str(err), EXIT_BAD_INPUT)
     except TdaevalError as err:
         _fail(str(err), EXIT_RUNTIME)
+    from tdaeval.reports import render_html
+
     result.to_json(out / "results.json")
     (out / "report.md").write_text(render_markdown(result))
+    (out / "report.html").write_text(render_html(result))
     typer.echo(result.table())
-    typer.echo(f"\nWrote {out / 'results.json'} and {out / 'report.md'}")
+    typer.echo(f"\nWrote {out / 'results.json'}, {out / 'report.md'} and {out / 'report.html'}")
 
 
 @app.command("ls")

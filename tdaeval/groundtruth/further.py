@@ -23,6 +23,7 @@ from torch.func import functional_call, grad, vmap
 
 from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION, derive_seed
+from tdaeval.groundtruth.sharding import IncompleteGroundTruth, current_mode
 from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.task import Task
 
@@ -254,14 +255,23 @@ def build_further_training_groundtruth(
     reused = len(results)
     if progress:
         progress(len(results), len(runs))
+    mode = current_mode()
+    missing = [run for run in missing if mode is None or mode.owns(job_key(run_spec(run)))]
+    trained = 0
     for start in range(0, len(missing), max_runs):
         group = missing[start : start + max_runs]
+        trained += len(group)
         outputs = further_train(task, model, group, spec.epochs, lr, batch_size, device=device, epsilon=epsilon)
         for run, row in zip(group, outputs):
             store.save(job_key(run_spec(run)), run_spec(run), {"outputs": row.clone()})
             results[run] = row
         if progress:
             progress(len(results), len(runs))
+    if mode is not None:
+        absent = len(runs) - len(results)
+        mode.counts.append({"kind": "further_training", "jobs": len(runs), "stored": reused, "trained": trained, "missing": absent})
+        if absent:
+            raise IncompleteGroundTruth("further_training", absent, len(runs))
     full = torch.stack([results[(xi, None)] for xi in order_seeds])
     without = torch.stack([torch.stack([results[(xi, int(i))] for xi in order_seeds]) for i in left_out])
     provenance = {
@@ -279,7 +289,7 @@ def build_further_training_groundtruth(
         "epsilon": epsilon,
         "further_training_runs": len(runs),
         "runs_reused": reused,
-        "runs_trained": len(missing),
+        "runs_trained": trained,
         "store": str(store.root),
     }
     return FurtherTrainingGroundTruth(left_out, full, without, spec, task.higher_is_better, provenance, epsilon or 1.0)

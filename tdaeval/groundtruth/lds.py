@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_in_open_interval, check_int_at_least
-from tdaeval.groundtruth.executors import LocalExecutor, get_executor
+from tdaeval.groundtruth.executors import Executor, get_executor, plan_batches
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
+from tdaeval.groundtruth.sharding import IncompleteGroundTruth, current_mode
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.task import Task
 
@@ -111,40 +112,58 @@ def run_jobs(
     jobs: list[TrainJob],
     store: ArtifactStore,
     *,
-    executor: LocalExecutor | str | None = None,
+    executor: Executor | str | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    kind: str = "jobs",
 ) -> tuple[dict[str, Tensor], int, int]:
     """Test measurements ``[n_test]`` of ``jobs`` by key: loaded from ``store``, the rest trained and stored.
 
-    Each result is stored as its batch finishes, so an interrupted build
-    resumes. Returns the results, the number reused and the number trained.
+    Batches are planned over all jobs (stored or not), and a batch with any
+    missing job is trained whole, so a job is always trained in the same
+    company whether the build is fresh, resumed or sharded. Each result is
+    stored as its batch finishes, so an interrupted build resumes. Under
+    :func:`~tdaeval.groundtruth.sharding.build_mode` only this shard's jobs
+    are trained (or none, when planning), and a build that stays incomplete
+    raises :class:`~tdaeval.groundtruth.sharding.IncompleteGroundTruth`.
+
+    Returns
+    -------
+    tuple
+        The results by key, the number reused and the number trained.
     """
+    unique = list({job.key: job for job in jobs}.values())
     results: dict[str, Tensor] = {}
-    missing: list[TrainJob] = []
-    for job in jobs:
-        if job.key in results:
-            continue
+    for job in unique:
         stored = store.load(job.key, job.spec)
         if stored is not None and stored.get("outputs") is not None and stored["outputs"].shape == (task.n_test,):
             results[job.key] = stored["outputs"]
-        else:
-            missing.append(job)
-    unique = {job.key for job in jobs}
-    missing = list({job.key: job for job in missing}.values())
     reused = len(results)
     if progress:
         progress(len(results), len(unique))
-
-    def on_result(job: TrainJob, measurement: Tensor) -> None:
-        store.save(job.key, job.spec, {"outputs": measurement})
-        results[job.key] = measurement
-        if progress:
-            progress(len(results), len(unique))
-
-    if missing:
-        get_executor(executor, device=device).run(task, missing, on_result)
-    return results, reused, len(missing)
+    mode = current_mode()
+    mine = [job for job in unique if mode is None or mode.owns(job.key)]
+    runner = get_executor(executor, device=device)
+    batches = [b for b in plan_batches(mine, runner.max_models) if any(job.key not in results for job in b)]
+    trained = 0
+    try:
+        for batch, measurements in runner.map(task, batches):
+            for job, row in zip(batch, measurements):
+                if job.key not in results:
+                    store.save(job.key, job.spec, {"outputs": row.clone()})
+                    results[job.key] = row.clone()
+                    trained += 1
+            if progress:
+                progress(len(results), len(unique))
+    finally:
+        if not isinstance(executor, Executor):
+            runner.shutdown()
+    missing = len(unique) - len(results)
+    if mode is not None:
+        mode.counts.append({"kind": kind, "jobs": len(unique), "stored": reused, "trained": trained, "missing": missing})
+        if missing:
+            raise IncompleteGroundTruth(kind, missing, len(unique))
+    return results, reused, trained
 
 
 def build_lds_groundtruth(
@@ -152,7 +171,7 @@ def build_lds_groundtruth(
     spec: LDSSpec,
     store: ArtifactStore,
     *,
-    executor: LocalExecutor | str | None = None,
+    executor: Executor | str | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> LDSGroundTruth:
@@ -169,7 +188,7 @@ def build_lds_groundtruth(
     masks = subset_masks(task.n_train, spec)
     jobs = lds_jobs(task, spec, masks)
     results, reused, trained = run_jobs(
-        task, [job for row in jobs for job in row], store, executor=executor, device=device, progress=progress
+        task, [job for row in jobs for job in row], store, executor=executor, device=device, progress=progress, kind="lds"
     )
     outputs = torch.stack([torch.stack([results[job.key] for job in row]) for row in jobs])
     provenance = {

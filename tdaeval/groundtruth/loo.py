@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.groundtruth.executors import LocalExecutor
+from tdaeval.groundtruth.executors import Executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
 from tdaeval.groundtruth.lds import run_jobs
 from tdaeval.groundtruth.store import ArtifactStore
@@ -115,7 +115,7 @@ def build_loo_groundtruth(
     spec: LOOSpec,
     store: ArtifactStore,
     *,
-    executor: LocalExecutor | str | None = None,
+    executor: Executor | str | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> LOOGroundTruth:
@@ -123,7 +123,7 @@ def build_loo_groundtruth(
     removed = removed_indices(task.n_train, spec)
     full, without = loo_jobs(task, spec, removed)
     jobs = full + [job for row in without for job in row]
-    results, reused, trained = run_jobs(task, jobs, store, executor=executor, device=device, progress=progress)
+    results, reused, trained = run_jobs(task, jobs, store, executor=executor, device=device, progress=progress, kind="loo")
     full_outputs = torch.stack([results[job.key] for job in full])
     removed_outputs = torch.stack([torch.stack([results[job.key] for job in row]) for row in without])
     provenance = {

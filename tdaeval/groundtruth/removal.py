@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.groundtruth.executors import LocalExecutor
+from tdaeval.groundtruth.executors import Executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
 from tdaeval.groundtruth.lds import run_jobs
 from tdaeval.groundtruth.store import ArtifactStore
@@ -77,7 +77,7 @@ class RemovalContext:
     task: Task
     spec: RemovalSpec
     store: ArtifactStore
-    executor: LocalExecutor | str | None
+    executor: Executor | str | None
     device: str
     seeds: list[int]
     test_points: Tensor
@@ -94,7 +94,7 @@ def build_removal_context(
     spec: RemovalSpec,
     store: ArtifactStore,
     *,
-    executor: LocalExecutor | str | None = None,
+    executor: Executor | str | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> RemovalContext:
@@ -103,7 +103,7 @@ def build_removal_context(
         raise ConfigError(f"The 'k_grid' parameter removes up to {max(spec.k_grid)} of {task.n_train} training points; keep k < n_train.")
     seeds = [derive_seed("removal", spec.seed, r) for r in range(spec.n_seeds)]
     jobs = _full_jobs(task, seeds)
-    results, _, _ = run_jobs(task, jobs, store, executor=executor, device=device, progress=progress)
+    results, _, _ = run_jobs(task, jobs, store, executor=executor, device=device, progress=progress, kind="removal base models")
     if spec.n_test_points is None or spec.n_test_points >= task.n_test:
         test_points = torch.arange(task.n_test)
     else:
@@ -197,7 +197,7 @@ def removal_outcome(
             row.append([make_train_job(task, everything[keep], seed, purpose="removal") for seed in context.seeds])
         grid.append(row)
     flat = [job for row in grid for cell in row for job in cell]
-    results, _, trained = run_jobs(task, flat, context.store, executor=context.executor, device=context.device, progress=progress)
+    results, _, trained = run_jobs(task, flat, context.store, executor=context.executor, device=context.device, progress=progress, kind="removal")
     outputs = torch.tensor(
         [[[float(results[job.key][z]) for job in cell] for cell in row] for z, row in zip(points.tolist(), grid)],
         dtype=torch.float64,

@@ -159,7 +159,7 @@ class SuiteConfig(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     groundtruth: GroundTruthSpec = Field(default_factory=GroundTruthSpec)
     store: str | None = None
-    executor: str = "local"
+    executor: str | dict[str, Any] = "local"
     device: str = "cpu"
     seed: int = Field(default=0, ge=0)
     n_checkpoints: int = Field(default=5, ge=1)

@@ -13,6 +13,7 @@ import torch
 
 from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
 from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.metrics.base import Metric, get_metric
 from tdaeval.suites.cost import PeakMemory
@@ -153,54 +154,59 @@ def evaluate(
     store = ArtifactStore(cache_dir)
     report = progress or (lambda stage, done, total: None)
 
-    report("reference model", 0, 1)
-    model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device)
-    report("reference model", 1, 1)
+    runner = get_executor(executor, device=device)  # one executor (one Ray connection, one pool) for every metric
+    try:
+        report("reference model", 0, 1)
+        model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device)
+        report("reference model", 1, 1)
 
-    truths = []
-    for metric in metric_objs:
-        stage = f"ground truth ({metric.name})"
-        kwargs = {"device": device, "executor": executor, "progress": lambda d, t, s=stage: report(s, d, t)}
-        if getattr(metric, "needs_model", False):  # gold standards of the explained model itself (further training)
-            kwargs = {"model": model, "device": device, "progress": kwargs["progress"]}
-        truths.append(metric.build_truth(task, store, **kwargs))
+        truths = []
+        for metric in metric_objs:
+            stage = f"ground truth ({metric.name})"
+            kwargs = {"device": device, "executor": runner, "progress": lambda d, t, s=stage: report(s, d, t)}
+            if getattr(metric, "needs_model", False):  # gold standards of the explained model itself (further training)
+                kwargs = {"model": model, "device": device, "progress": kwargs["progress"]}
+            truths.append(metric.build_truth(task, store, **kwargs))
 
-    entries: list[Entry] = []
-    for i, (name, attributor) in enumerate(resolved.items()):
-        report("attributors", i, len(resolved))
-        try:
-            with PeakMemory(device) as memory:
-                start = time.perf_counter()
-                attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
-                fit_s = time.perf_counter() - start
-                start = time.perf_counter()
-                scores = attributor.attribute(task.test_data)
-                attribute_s = time.perf_counter() - start
-        except TdaevalError as err:
-            if on_error == "raise":
-                raise
-            entries.extend(Entry(name, m.name, None, error=str(err)) for m in metric_objs)
-            continue
-        except Exception as err:  # noqa: BLE001 - a user attributor may fail in any way
-            if on_error == "raise":
-                raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
-            entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
-            continue
-        cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
-        # Ensembles and the seed posterior split their cost further (training, serving, storage).
-        cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
-        for metric, truth in zip(metric_objs, truths):
-            # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
-            extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
+        entries: list[Entry] = []
+        for i, (name, attributor) in enumerate(resolved.items()):
+            report("attributors", i, len(resolved))
             try:
-                result = metric.compute(scores, truth, **extra)
-            except TdaevalError as err:  # e.g. a metric that cannot apply to this attributor
+                with PeakMemory(device) as memory:
+                    start = time.perf_counter()
+                    attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
+                    fit_s = time.perf_counter() - start
+                    start = time.perf_counter()
+                    scores = attributor.attribute(task.test_data)
+                    attribute_s = time.perf_counter() - start
+            except TdaevalError as err:
                 if on_error == "raise":
                     raise
-                entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err)))
+                entries.extend(Entry(name, m.name, None, error=str(err)) for m in metric_objs)
                 continue
-            entries.append(Entry(name, metric.name, result, cost, attributor.get_params()))
-    report("attributors", len(resolved), len(resolved))
+            except Exception as err:  # noqa: BLE001 - a user attributor may fail in any way
+                if on_error == "raise":
+                    raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
+                entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
+                continue
+            cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
+            # Ensembles and the seed posterior split their cost further (training, serving, storage).
+            cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
+            for metric, truth in zip(metric_objs, truths):
+                # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
+                extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
+                try:
+                    result = metric.compute(scores, truth, **extra)
+                except TdaevalError as err:  # e.g. a metric that cannot apply to this attributor
+                    if on_error == "raise":
+                        raise
+                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err)))
+                    continue
+                entries.append(Entry(name, metric.name, result, cost, attributor.get_params()))
+        report("attributors", len(resolved), len(resolved))
+    finally:
+        if not isinstance(executor, Executor):
+            runner.shutdown()
 
     from tdaeval import __version__
 
@@ -214,6 +220,7 @@ def evaluate(
         "n_checkpoints": n_checkpoints,
         "cache_dir": str(store.root),
         "metrics": {m.name: m.get_params() for m in metric_objs},
+        "executor": runner.describe(),
     }
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
 
@@ -222,6 +229,7 @@ def run_suite(
     suite: Any,
     *,
     cache_dir: str | Path | None = None,
+    executor: Any = None,
     progress: Progress | None = None,
 ) -> SuiteResult:
     """Run a suite: every attributor × metric on its task, failures recorded, not raised.
@@ -232,6 +240,8 @@ def run_suite(
         A validated config, a suite file (``.yaml``/``.toml``) or a built-in suite name.
     cache_dir : str or Path, optional
         Overrides the suite's ``store``.
+    executor : str, dict or Executor, optional
+        Overrides the suite's ``executor``.
     progress : callable, optional
         ``progress(stage, done, total)``.
 
@@ -262,7 +272,7 @@ def run_suite(
         seed=config.seed,
         n_checkpoints=config.n_checkpoints,
         device=config.device,
-        executor=config.executor,
+        executor=config.executor if executor is None else executor,
         on_error="record",
         progress=progress,
     )
