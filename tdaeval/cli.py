@@ -1,7 +1,9 @@
-"""Command line: ``quickstart``, ``run``, ``report``, ``compare``, ``validate``, ``check``, ``ls``.
+"""Command line: ``quickstart``, ``run``, ``report``, ``compare``, ``validate``, ``check``, ``ls``,
+``groundtruth run|status`` and ``cache ls|verify|gc``.
 
 Exit codes: 0 success (for ``check``: every threshold holds); 1 a threshold
-or a regression failed (``check``, ``compare --fail-on-regression``); 2 bad
+or a regression failed (``check``, ``compare --fail-on-regression``) or the
+store holds damaged artifacts (``cache verify``); 2 bad
 usage or input (a parameter, a suite file, an unusable cache directory, an
 attributor that returns invalid scores); 3 runtime failure (e.g. an
 attributor that crashes in ``quickstart``).
@@ -181,25 +183,26 @@ def _write_outputs(result, out: Path) -> list[Path]:
     return written
 
 
-def _run_suite(suite: str, cache_dir: Optional[Path]):
+def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = None):
     from tdaeval.suites.runner import run_suite
 
     with _Progress() as progress:
-        return run_suite(suite, cache_dir=cache_dir, progress=progress)
+        return run_suite(suite, cache_dir=cache_dir, executor=executor, progress=progress)
 
 
 SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard.")
 OUT_OPT = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md, report.html, junit.xml.")
 CACHE_OPT = typer.Option(None, "--cache-dir", help="Ground-truth store (overrides the suite's 'store').")
+EXECUTOR_OPT = typer.Option(None, "--executor", help="local, process:N, ray or ray:ADDRESS (overrides the suite's 'executor').")
 
 
 @app.command()
-def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] = CACHE_OPT) -> None:
+def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] = CACHE_OPT, executor: Optional[str] = EXECUTOR_OPT) -> None:
     """Run a suite: every attributor x metric; failures are recorded, the suite goes on."""
 
     def action():
         _writable_dir(out)
-        result = _run_suite(suite, cache_dir)
+        result = _run_suite(suite, cache_dir, executor)
         written = _write_outputs(result, out)
         typer.echo(result.table())
         failed = result.failures()
@@ -283,6 +286,7 @@ def check(
     suite: str = SUITE_ARG,
     out: Path = OUT_OPT,
     cache_dir: Optional[Path] = CACHE_OPT,
+    executor: Optional[str] = EXECUTOR_OPT,
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Baseline results.json (overrides the suite's 'baseline')."),
     results: Optional[Path] = typer.Option(None, "--results", help="Check an existing results.json instead of running the suite."),
 ) -> None:
@@ -299,7 +303,7 @@ def check(
             raise ConfigError(f"{suite}: thresholds.max_regression needs a baseline: set 'baseline' in the suite or pass --baseline.")
         base = SuiteResult.from_json(base_path) if base_path is not None else None
         _writable_dir(out)
-        result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir)
+        result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir, executor)
         outcomes = evaluate_checks(result, config.thresholds, base, alpha=config.ranking.alpha)
         result.checks = [o.to_dict() for o in outcomes]
         _write_outputs(result, out)
@@ -313,6 +317,130 @@ def check(
 
     if _guarded(action):
         raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+groundtruth_app = typer.Typer(no_args_is_help=True, help="Build a suite's ground truth ahead of time, sharded over machines.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and prune the ground-truth store.")
+app.add_typer(groundtruth_app, name="groundtruth")
+app.add_typer(cache_app, name="cache")
+
+
+def _status_table(rows: list[dict]) -> str:
+    lines = [f"{'metric':<28}{'jobs':>7}{'stored':>8}{'trained':>9}{'missing':>9}  state"]
+    for r in rows:
+        lines.append(f"{r['metric']:<28}{r['jobs']:>7}{r['stored']:>8}{r['trained']:>9}{r['missing']:>9}  {r['state']}"
+                     + (f" ({r['note']})" if r["note"] else ""))
+    return "\n".join(lines)
+
+
+@groundtruth_app.command("run")
+def groundtruth_run(
+    suite: str = SUITE_ARG,
+    shard: Optional[str] = typer.Option(None, "--shard", help="Run only shard i of N ('i/N', 0 <= i < N) into the shared store."),
+    cache_dir: Optional[Path] = CACHE_OPT,
+    executor: Optional[str] = EXECUTOR_OPT,
+) -> None:
+    """Train the suite's ground truth (all of it, or one shard) into the store; no attributor runs."""
+    from tdaeval.suites.runner import build_groundtruth
+
+    def action():
+        with _Progress() as progress:
+            rows = build_groundtruth(suite, shard=shard, cache_dir=cache_dir, executor=executor, progress=progress)
+        typer.echo(_status_table(rows))
+        if shard is not None and any(r["state"] == "incomplete" for r in rows):
+            typer.echo(f"\nShard {shard} is done; the jobs still missing belong to other shards.")
+
+    _guarded(action)
+
+
+@groundtruth_app.command("status")
+def groundtruth_status(suite: str = SUITE_ARG, cache_dir: Optional[Path] = CACHE_OPT) -> None:
+    """Show, per gold standard, how many jobs are stored and how many are missing (trains nothing)."""
+    from tdaeval.suites.runner import build_groundtruth
+
+    def action():
+        typer.echo(_status_table(build_groundtruth(suite, plan_only=True, cache_dir=cache_dir)))
+
+    _guarded(action)
+
+
+def _store(cache_dir: Optional[Path], suite: Optional[str]):
+    from tdaeval.groundtruth.store import ArtifactStore
+
+    if cache_dir is None and suite is not None:
+        from tdaeval.suites.config import load_suite
+
+        config, folder = load_suite(suite)
+        if config.store is not None:
+            cache_dir = Path(config.store) if folder is None else folder / config.store
+    return ArtifactStore(cache_dir)
+
+
+STORE_OPT = typer.Option(None, "--cache-dir", help="The store (default: $TDAEVAL_CACHE_DIR or the user cache).")
+STORE_SUITE_OPT = typer.Option(None, "--suite", help="Use this suite's 'store'.")
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: Optional[Path] = STORE_OPT, suite: Optional[str] = STORE_SUITE_OPT) -> None:
+    """Artifacts in the store, counted per kind and task, with their size."""
+
+    def action():
+        store = _store(cache_dir, suite)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for row in store.entries():
+            count_bytes = groups.setdefault((row["kind"], row["task"]), [0, 0])
+            count_bytes[0] += 1
+            count_bytes[1] += row["bytes"]
+        typer.echo(f"store {store.root}")
+        typer.echo(f"{'kind':<26}{'task':<14}{'artifacts':>10}{'MiB':>10}")
+        for (kind, task), (count, size) in sorted(groups.items()):
+            typer.echo(f"{kind:<26}{task:<14}{count:>10}{size / 2**20:>10.2f}")
+        total = sum(c for c, _ in groups.values()), sum(b for _, b in groups.values())
+        typer.echo(f"{'total':<40}{total[0]:>10}{total[1] / 2**20:>10.2f}")
+
+    _guarded(action)
+
+
+@cache_app.command("verify")
+def cache_verify(
+    cache_dir: Optional[Path] = STORE_OPT,
+    suite: Optional[str] = STORE_SUITE_OPT,
+    repair: bool = typer.Option(False, "--repair", help="Remove damaged artifacts so that the next run recomputes them."),
+) -> None:
+    """Check every artifact's checksum: exit 0 when all are intact, 1 when some are damaged."""
+
+    def action():
+        store = _store(cache_dir, suite)
+        problems = store.verify(repair=repair)
+        for line in problems:
+            typer.echo(f"DAMAGED  {line}")
+        n = len(store.entries()) + (len(problems) if repair else 0)
+        verdict = "removed; they will be recomputed" if repair else "run with --repair to remove them"
+        typer.echo(f"{n - len(problems)} of {n} artifacts intact" + (f"; {len(problems)} damaged ({verdict})." if problems else "."))
+        return bool(problems) and not repair
+
+    if _guarded(action):
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@cache_app.command("gc")
+def cache_gc(
+    cache_dir: Optional[Path] = STORE_OPT,
+    suite: Optional[str] = STORE_SUITE_OPT,
+    unused_days: Optional[float] = typer.Option(None, "--unused-days", help="Also remove artifacts no run has used for this many days."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed."),
+) -> None:
+    """Remove leftovers (temporary files, unreferenced tensor files) and, optionally, unused artifacts."""
+
+    def action():
+        if unused_days is not None and unused_days < 0:
+            raise ConfigError(f"The '--unused-days' option of cache gc must be >= 0. Got {unused_days!r} instead.")
+        removed, freed = _store(cache_dir, suite).gc(unused_days=unused_days, dry_run=dry_run)
+        for path in removed:
+            typer.echo(f"{'would remove' if dry_run else 'removed'}  {path}")
+        typer.echo(f"{len(removed)} files, {freed / 2**20:.2f} MiB {'to free' if dry_run else 'freed'}.")
+
+    _guarded(action)
 
 
 def main() -> None:

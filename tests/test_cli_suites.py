@@ -198,3 +198,28 @@ def test_random_text_never_gives_a_traceback(tmp_path, text):
     path.write_text(text)
     res = runner.invoke(app, ["validate", str(path)])
     assert res.exit_code in (0, 2) and (res.exception is None or isinstance(res.exception, SystemExit)), repr(res.exception)
+
+
+def test_groundtruth_and_cache_commands(ran, tmp_path):
+    suite, _, store = ran
+    res = runner.invoke(app, ["groundtruth", "status", str(suite)])
+    assert res.exit_code == 0 and "lds" in res.stdout and "complete" in res.stdout, res.output
+    fresh = tmp_path / "fresh"
+    res = runner.invoke(app, ["groundtruth", "run", str(suite), "--shard", "0/2", "--cache-dir", str(fresh)])
+    assert res.exit_code == 0 and "incomplete" in res.stdout and "other shards" in res.stdout, res.output
+    res = runner.invoke(app, ["groundtruth", "run", str(suite), "--shard", "1/2", "--cache-dir", str(fresh)])
+    assert res.exit_code == 0 and "complete" in res.stdout
+    res = runner.invoke(app, ["cache", "ls", "--suite", str(suite)])
+    assert res.exit_code == 0 and "train_measure" in res.stdout
+    res = runner.invoke(app, ["cache", "verify", "--cache-dir", str(fresh)])
+    assert res.exit_code == 0 and "6 of 6 artifacts intact." in res.stdout, res.output
+    victim = sorted(fresh.rglob("*.safetensors"))[0]
+    victim.write_bytes(b"garbage")
+    res = runner.invoke(app, ["cache", "verify", "--cache-dir", str(fresh)])
+    assert res.exit_code == 1 and f"DAMAGED  {victim}" in res.stdout
+    res = runner.invoke(app, ["cache", "verify", "--cache-dir", str(fresh), "--repair"])
+    assert res.exit_code == 0 and "removed" in res.stdout
+    res = runner.invoke(app, ["cache", "gc", "--cache-dir", str(fresh), "--dry-run"])
+    assert res.exit_code == 0 and "0 files" in res.stdout
+    res = runner.invoke(app, ["groundtruth", "run", str(suite), "--shard", "2/2"])
+    assert res.exit_code == 2 and "shard index must be an integer in [0, 2)" in res.output

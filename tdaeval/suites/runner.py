@@ -21,7 +21,7 @@ from tdaeval.suites.result import Entry, SuiteResult
 from tdaeval.task import Task
 from tdaeval.training import Checkpoint, train_model
 
-__all__ = ["evaluate", "run_suite", "builtin_attributors", "train_reference"]
+__all__ = ["evaluate", "run_suite", "build_groundtruth", "builtin_attributors", "train_reference"]
 
 #: Attributors the quick start evaluates (every built-in estimator, defaults).
 BUILTIN_ATTRIBUTORS = ("random", "grad_dot", "grad_cos", "tracin", "influence", "trak", "representer", "similarity")
@@ -280,3 +280,78 @@ def run_suite(
     result.provenance["suite_file"] = str(Path(source).resolve()) if folder is not None else source
     result.provenance["ranking"] = config.ranking.model_dump(mode="json")
     return result
+
+
+def build_groundtruth(
+    suite: Any,
+    *,
+    shard: Any = None,
+    plan_only: bool = False,
+    cache_dir: str | Path | None = None,
+    executor: Any = None,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Build (or only count) the ground truth of a suite's metrics, optionally one shard of it.
+
+    Parameters
+    ----------
+    suite : SuiteConfig, str or Path
+        A validated config, a suite file or a built-in suite name.
+    shard : Shard or str, optional
+        ``Shard(i, N)`` or ``"i/N"``: train only the jobs of shard ``i`` into the shared store.
+    plan_only : bool
+        Train nothing; count stored and missing jobs (``tdaeval groundtruth status``).
+    cache_dir : str or Path, optional
+        Overrides the suite's ``store``.
+    executor : str, dict or Executor, optional
+        Overrides the suite's ``executor``.
+
+    Returns
+    -------
+    list of dict
+        One row per metric: ``metric``, ``jobs``, ``stored``, ``trained``,
+        ``missing``, ``state`` (``complete``, ``incomplete`` or ``no retraining``)
+        and ``note``.
+    """
+    from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
+    from tdaeval.suites.config import SuiteConfig, build_metrics, build_task, load_suite
+
+    folder: Path | None = None
+    source = "<suite>"
+    if isinstance(suite, SuiteConfig):
+        config = suite
+    else:
+        source = str(suite)
+        config, folder = load_suite(suite)
+    if isinstance(shard, str):
+        shard = Shard.parse(shard)
+    if cache_dir is None and config.store is not None:
+        cache_dir = Path(config.store) if folder is None else folder / config.store
+    task = build_task(config, source)
+    metrics = build_metrics(config, source)
+    store = ArtifactStore(cache_dir)
+    report = progress or (lambda stage, done, total: None)
+    model = None
+    if any(getattr(m, "needs_model", False) for m in metrics):  # further training starts from the explained model
+        model, _ = train_reference(task, seed=config.seed, n_checkpoints=config.n_checkpoints, device=config.device)
+    runner = get_executor(config.executor if executor is None else executor, device=config.device)
+    rows = []
+    try:
+        for metric in metrics:
+            stage = f"ground truth ({metric.name})"
+            kwargs: dict[str, Any] = {"device": config.device, "executor": runner, "progress": lambda d, t, s=stage: report(s, d, t)}
+            if getattr(metric, "needs_model", False):
+                kwargs = {"model": model, "device": config.device, "progress": kwargs["progress"]}
+            with build_mode(shard=shard, plan_only=plan_only) as mode:
+                try:
+                    metric.build_truth(task, store, **kwargs)
+                except IncompleteGroundTruth:
+                    pass
+            total = {k: sum(c[k] for c in mode.counts) for k in ("jobs", "stored", "trained", "missing")}
+            state = "no retraining" if not mode.counts else ("complete" if total["missing"] == 0 else "incomplete")
+            note = "score-dependent removals are trained when attributors run" if metric.name in ("topk_removal", "flip_test", "brittleness") else ""
+            rows.append({"metric": metric.name, **total, "state": state, "note": note})
+    finally:
+        if not isinstance(executor, Executor):
+            runner.shutdown()
+    return rows

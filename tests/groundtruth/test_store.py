@@ -78,3 +78,78 @@ def test_default_cache_dir_honours_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("TDAEVAL_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "tdaeval"
+
+
+def test_a_wrong_checksum_in_the_manifest_is_detected_named_and_recomputed(small_digits, tmp_path):
+    from tdaeval.groundtruth import LDSSpec, build_lds_groundtruth
+
+    spec = LDSSpec(n_subsets=3)
+    store = ArtifactStore(tmp_path)
+    first = build_lds_groundtruth(small_digits, spec, store)
+    manifest_path = sorted(tmp_path.rglob("*.json"))[0]
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    data = sorted(tmp_path.rglob("*.safetensors"))[1]
+    data.write_bytes(data.read_bytes()[:-7])  # and a truncated tensor file of another job
+    assert len(store.verify()) == 2
+    with pytest.warns(UserWarning) as caught:
+        again = build_lds_groundtruth(small_digits, spec, store)
+    messages = " ".join(str(w.message) for w in caught)
+    assert manifest_path.name in messages and data.name in messages and "recomputing" in messages
+    assert again.provenance["jobs_trained"] == 2 and torch.equal(again.outputs, first.outputs)
+    assert store.verify() == []
+
+
+def test_concurrent_writers_of_one_key_never_pair_a_manifest_with_foreign_data(tmp_path):
+    import threading
+
+    store = ArtifactStore(tmp_path)
+    key = job_key(SPEC)
+    values = {0: torch.zeros(50), 1: torch.ones(50)}
+
+    def write(which):
+        for _ in range(40):
+            store.save(key, SPEC, {"outputs": values[which]})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checksum mismatch would warn
+        loaded = store.load(key, SPEC)["outputs"]
+    assert torch.equal(loaded, values[0]) or torch.equal(loaded, values[1])
+    assert store.verify() == []
+
+
+def test_gc_removes_leftovers_and_unused_artifacts(tmp_path):
+    import os
+    import time
+
+    store = ArtifactStore(tmp_path)
+    key = job_key(SPEC)
+    store.save(key, SPEC, {"outputs": torch.ones(3)})
+    folder = next((tmp_path / "objects").iterdir())
+    orphan = folder / f"{key}.deadbeefdeadbeef.safetensors"
+    orphan.write_bytes(b"old data")
+    tmp = folder / f".{key}.123.abcd.json.tmp"
+    tmp.write_text("{")
+    fresh_tmp = folder / f".{key}.456.abcd.json.tmp"
+    fresh_tmp.write_text("{")
+    old = time.time() - 2 * 3600
+    for path in (orphan, tmp):
+        os.utime(path, (old, old))
+    would, _ = store.gc(dry_run=True)
+    assert sorted(would) == sorted([orphan, tmp]) and orphan.exists()
+    removed, freed = store.gc()
+    assert sorted(removed) == sorted([orphan, tmp]) and freed > 0 and fresh_tmp.exists()  # a writer may still own it
+    assert store.load(key, SPEC) is not None
+    assert store.gc(unused_days=1)[0] == []  # just used
+    manifest = folder / f"{key}.json"
+    os.utime(manifest, (old - 2 * 86400, old - 2 * 86400))
+    removed, _ = store.gc(unused_days=1)
+    assert manifest in removed and not store.has(key)
