@@ -6,7 +6,7 @@ import copy
 import importlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -134,6 +134,51 @@ class Attributor(ABC):
         if isinstance(scores, Attribution):
             return validate_attribution(scores, len(test), len(self.train_), self.display_name)
         return validate_scores(scores, len(test), len(self.train_), self.display_name)
+
+    def attribute_chunks(self, test: Data, chunk_size: int = 8192) -> Iterator[tuple[int, Tensor]]:
+        """Scores in training-point chunks: ``(start, Tensor[n_test, chunk])`` for ``start = 0, chunk_size, …``.
+
+        Attributors that can score a chunk of training points on its own
+        (:attr:`streams`: ``grad_dot``, ``grad_cos``) never hold more than one
+        chunk of scores; the others compute the full matrix once and yield its
+        slices (of an :class:`Attribution`, the mean). Each chunk is validated.
+        """
+        from tdaeval.errors import check_int_at_least
+
+        check_int_at_least("chunk_size", f"{self.display_name}.attribute_chunks", chunk_size, 1)
+        self._require_fitted("attribute_chunks")
+        if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
+            raise AttributorError(
+                f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
+                f"but got test inputs of shape {tuple(test.inputs.shape)}."
+            )
+        return self._stream(test, chunk_size) if self.streams else self._slices(test, chunk_size)
+
+    def _stream(self, test: Data, chunk_size: int) -> Iterator[tuple[int, Tensor]]:
+        n_train = len(self.train_)
+        prepared = self._prepare_chunks(test)
+        for start in range(0, n_train, chunk_size):
+            stop = min(start + chunk_size, n_train)
+            yield start, validate_scores(self._attribute_chunk(prepared, start, stop), len(test), stop - start, self.display_name)
+
+    def _slices(self, test: Data, chunk_size: int) -> Iterator[tuple[int, Tensor]]:
+        full = self.attribute(test)
+        full = full.mean if isinstance(full, Attribution) else full
+        for start in range(0, full.shape[1], chunk_size):
+            yield start, full[:, start : start + chunk_size]
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`attribute_chunks` scores chunks without the full matrix."""
+        return type(self)._attribute_chunk is not Attributor._attribute_chunk
+
+    def _prepare_chunks(self, test: Data) -> Any:
+        """Test-side work shared by every chunk (streaming attributors override)."""
+        return test
+
+    def _attribute_chunk(self, prepared: Any, start: int, stop: int) -> Tensor:
+        """Scores ``[n_test, stop - start]`` for training points ``start:stop`` (streaming attributors override)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _attribute(self, test: Data) -> Tensor:

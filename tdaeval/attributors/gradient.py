@@ -143,6 +143,18 @@ class GradientSet:
         right = other.dense if other.dense is not None else torch.cat([g.materialized() for g in other.factors.values()], 1)
         return (left * right).sum(1)
 
+    def rows(self, start: int, stop: int) -> "GradientSet":
+        """The gradients of examples ``start:stop`` (views, no copy)."""
+        if self.factors is not None:
+            return GradientSet(factors={
+                name: LayerGradients(
+                    a=None if g.a is None else g.a[start:stop], s=None if g.s is None else g.s[start:stop],
+                    g=None if g.g is None else g.g[start:stop],
+                )
+                for name, g in self.factors.items()
+            })
+        return GradientSet(dense=self.dense[start:stop])
+
     def sq_norms(self) -> Tensor:
         """``[n]`` squared gradient norms."""
         if self.factors is not None:
@@ -228,10 +240,18 @@ class GradDot(Attributor):
         self.train_norms_ = self.train_grads_.sq_norms().sqrt().clamp_min(1e-12) if self.normalize else None
 
     def _attribute(self, test: Data) -> Tensor:
+        prepared = self._prepare_chunks(test)
+        return self._attribute_chunk(prepared, 0, len(self.train_))
+
+    def _prepare_chunks(self, test: Data) -> tuple[GradientSet, Tensor | None]:
         test_grads = self._gradients(_measurement_objective(self.task_), test)
-        scores = test_grads.dot(self.train_grads_)
+        return test_grads, test_grads.sq_norms().sqrt().clamp_min(1e-12) if self.normalize else None
+
+    def _attribute_chunk(self, prepared: tuple[GradientSet, Tensor | None], start: int, stop: int) -> Tensor:
+        test_grads, test_norms = prepared
+        scores = test_grads.dot(self.train_grads_.rows(start, stop))
         if self.normalize:
-            scores = scores / test_grads.sq_norms().sqrt().clamp_min(1e-12)[:, None] / self.train_norms_[None, :]
+            scores = scores / test_norms[:, None] / self.train_norms_[None, start:stop]
         return scores
 
     def self_influence(self, chunk_size: int = 256) -> Tensor:

@@ -10,28 +10,28 @@ from tdaeval.functional.correlation import spearman
 __all__ = ["subset_predictions", "lds"]
 
 
-def subset_predictions(scores: Tensor, masks: Tensor, test_chunk: int = 128) -> Tensor:
+def subset_predictions(scores: Tensor, masks: Tensor, train_chunk: int = 4096) -> Tensor:
     """Additive prediction ``g_j(z) = sum_{i in S_j} scores[z, i]`` for every subset.
 
     Parameters
     ----------
     scores : Tensor
-        ``[n_test, n_train]`` attribution scores.
+        ``[n_test, n_train]`` attribution scores (may be memory-mapped).
     masks : Tensor
         ``[M, n_train]`` boolean inclusion masks.
-    test_chunk : int
-        Test points converted to float64 and multiplied at a time (keeps the
-        float64 copy of the scores small and in cache).
+    train_chunk : int
+        Training points read and converted to float64 at a time: memory stays
+        ``O((n_test + M) · train_chunk)`` besides the ``[M, n_test]`` result.
 
     Returns
     -------
     Tensor
         ``[M, n_test]`` float64.
     """
-    weights = masks.to(torch.float64)
-    out = torch.empty(masks.shape[0], scores.shape[0], dtype=torch.float64, device=scores.device)
-    for start in range(0, scores.shape[0], test_chunk):
-        out[:, start : start + test_chunk] = weights @ scores[start : start + test_chunk].to(torch.float64).T
+    out = torch.zeros(masks.shape[0], scores.shape[0], dtype=torch.float64, device=scores.device)
+    for start in range(0, scores.shape[1], train_chunk):
+        stop = start + train_chunk
+        out += masks[:, start:stop].to(device=scores.device, dtype=torch.float64) @ scores[:, start:stop].to(torch.float64).T
     return out
 
 

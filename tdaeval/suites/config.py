@@ -163,6 +163,8 @@ class SuiteConfig(_Strict):
     device: str = "cpu"
     seed: int = Field(default=0, ge=0)
     n_checkpoints: int = Field(default=5, ge=1)
+    score_chunk: int | None = Field(default=None, ge=1)
+    scores_dir: str | None = None
     ranking: RankingSpec = Field(default_factory=RankingSpec)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
     baseline: str | None = None

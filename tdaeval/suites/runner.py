@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import platform
+import re
+import shutil
+import tempfile
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,9 +15,10 @@ from typing import Any
 import torch
 
 from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
-from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.store import ArtifactStore
+from tdaeval.scores import write_scores
 from tdaeval.metrics.base import Metric, get_metric
 from tdaeval.suites.cost import PeakMemory
 from tdaeval.suites.result import Entry, SuiteResult
@@ -91,6 +95,10 @@ def _resolve_metrics(metrics: Any) -> list[Metric]:
     return resolved
 
 
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+
+
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(
@@ -113,6 +121,8 @@ def evaluate(
     executor: Any = None,
     on_error: str = "raise",
     progress: Progress | None = None,
+    score_chunk: int | None = None,
+    scores_dir: str | Path | None = None,
 ) -> SuiteResult:
     """Evaluate attributors on a task against gold-standard metrics.
 
@@ -140,6 +150,13 @@ def evaluate(
         On an attributor failure, raise, or record "could not run: reason" and go on.
     progress : callable, optional
         ``progress(stage, done, total)``.
+    score_chunk : int, optional
+        Stream scores in chunks of this many training points into memory-mapped
+        ``.npy`` files (:mod:`tdaeval.scores`) instead of holding each score
+        matrix in memory; streaming attributors (``grad_dot``, ``grad_cos``)
+        and LDS then stay within ``O((n_test + M) · score_chunk)`` memory.
+    scores_dir : str or Path, optional
+        Where those files go (kept); default a temporary folder removed at the end.
 
     Returns
     -------
@@ -154,6 +171,9 @@ def evaluate(
     store = ArtifactStore(cache_dir)
     report = progress or (lambda stage, done, total: None)
 
+    if score_chunk is not None:
+        check_int_at_least("score_chunk", "evaluate", score_chunk, 1)
+        score_root = Path(scores_dir) if scores_dir is not None else Path(tempfile.mkdtemp(prefix="tdaeval-scores-"))
     runner = get_executor(executor, device=device)  # one executor (one Ray connection, one pool) for every metric
     try:
         report("reference model", 0, 1)
@@ -177,7 +197,12 @@ def evaluate(
                     attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
                     fit_s = time.perf_counter() - start
                     start = time.perf_counter()
-                    scores = attributor.attribute(task.test_data)
+                    if score_chunk is None:
+                        scores = attributor.attribute(task.test_data)
+                    else:
+                        chunks = attributor.attribute_chunks(task.test_data, score_chunk)
+                        path = score_root / f"{i:03d}-{_file_safe(name)}.npy"
+                        scores = write_scores(path, chunks, task.n_test, task.n_train)
                     attribute_s = time.perf_counter() - start
             except TdaevalError as err:
                 if on_error == "raise":
@@ -207,6 +232,8 @@ def evaluate(
     finally:
         if not isinstance(executor, Executor):
             runner.shutdown()
+        if score_chunk is not None and scores_dir is None:
+            shutil.rmtree(score_root, ignore_errors=True)
 
     from tdaeval import __version__
 
@@ -221,6 +248,7 @@ def evaluate(
         "cache_dir": str(store.root),
         "metrics": {m.name: m.get_params() for m in metric_objs},
         "executor": runner.describe(),
+        "score_chunk": score_chunk,
     }
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
 
@@ -275,6 +303,8 @@ def run_suite(
         executor=config.executor if executor is None else executor,
         on_error="record",
         progress=progress,
+        score_chunk=config.score_chunk,
+        scores_dir=None if config.scores_dir is None else (Path(config.scores_dir) if folder is None else folder / config.scores_dir),
     )
     result.provenance["suite"] = config.model_dump(mode="json")
     result.provenance["suite_file"] = str(Path(source).resolve()) if folder is not None else source

@@ -9,14 +9,15 @@ from tdaeval.task import Task
 from tdaeval.tasks.digits import DigitsTask, margin
 from tdaeval.tasks.controlled import with_flipped_labels, with_grouped_labels, with_mixed_dataset, with_shortcut
 from tdaeval.tasks.linear import LinearRegressionTask
+from tdaeval.tasks.synthetic import SyntheticTask
 
-__all__ = ["DigitsTask", "LinearRegressionTask", "margin", "get_task", "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
+__all__ = ["DigitsTask", "LinearRegressionTask", "SyntheticTask", "margin", "get_task", "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
 
-TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "linear_regression": LinearRegressionTask}
+TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "linear_regression": LinearRegressionTask, "synthetic": SyntheticTask}
 
 
 def get_task(name: str, **params: Any) -> Task:
-    """Build a built-in task by name (``"digits"``, ``"linear_regression"``)."""
+    """Build a built-in task by name (``"digits"``, ``"linear_regression"``, ``"synthetic"``)."""
     if name not in TASKS:
         raise ConfigError(f"Unknown task {name!r}. Expected one of: {', '.join(sorted(TASKS))}.")
     return TASKS[name](**params)
