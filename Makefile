@@ -67,6 +67,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_ensembles.py
 	$(BIN)/python benchmarks/bench_further_training.py
 	$(BIN)/python benchmarks/bench_mislabel.py
+	$(BIN)/python benchmarks/bench_large_n.py
+	$(BIN)/python benchmarks/bench_executors.py
 
 clean:
 	rm -rf $(VENV) $(QUANDA_VENV) $(PEFT_VENV) docs/_build tdaeval-out .pytest_cache
