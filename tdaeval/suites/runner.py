@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 from tdaeval.groundtruth.executors import Executor, get_executor
-from tdaeval.groundtruth.store import ArtifactStore
+from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION
+from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.scores import write_scores
 from tdaeval.metrics.base import Metric, get_metric
 from tdaeval.suites.cost import PeakMemory
@@ -39,21 +41,61 @@ def builtin_attributors() -> dict[str, Attributor]:
 
 
 def train_reference(
-    task: Task, seed: int = 0, n_checkpoints: int = 5, device: str = "cpu"
+    task: Task, seed: int = 0, n_checkpoints: int = 5, device: str = "cpu", store: ArtifactStore | None = None
 ) -> tuple[torch.nn.Module, list[Checkpoint]]:
     """The model to explain: trained on all training data with ``seed``, plus its checkpoints.
 
     Tasks that override ``train`` give no intermediate checkpoints; the final
     model is then the only checkpoint (with the recipe's learning rate).
+    With a ``store``, the trained weights and checkpoints are kept under a key
+    of the task's fingerprint, the seed and ``n_checkpoints``, and loaded
+    instead of retrained next time (a controlled setting's transformed task
+    has its own fingerprint, so its model is cached separately).
     """
+    spec = {"kind": "reference_model", "version": GROUNDTRUTH_VERSION, "task": task.fingerprint(), "seed": int(seed),
+            "n_checkpoints": int(n_checkpoints)}
+    key = job_key(spec)
+    if store is not None:
+        stored = store.load(key, spec)
+        if stored is not None:
+            restored = _restore_reference(task, seed, stored, device)
+            if restored is not None:
+                return restored
     model = task.build_model(seed).to(device)
     all_indices = torch.arange(task.n_train)
     if type(task).train is Task.train:
         run = train_model(task, model, all_indices, seed, n_checkpoints=n_checkpoints, device=device)
-        return run.model, run.checkpoints
-    model = task.train(model, all_indices, seed)
-    params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    return model, [Checkpoint(epoch=task.recipe.epochs, lr=task.recipe.lr, params=params)]
+        model, checkpoints = run.model, run.checkpoints
+    else:
+        model = task.train(model, all_indices, seed)
+        params = {k: v.detach().clone() for k, v in model.named_parameters()}
+        checkpoints = [Checkpoint(epoch=task.recipe.epochs, lr=task.recipe.lr, params=params)]
+    if store is not None:
+        tensors = {f"final/{k}": v for k, v in model.state_dict().items()}
+        for c, checkpoint in enumerate(checkpoints):
+            tensors[f"checkpoint{c}/epoch"] = torch.tensor(checkpoint.epoch)
+            tensors[f"checkpoint{c}/lr"] = torch.tensor(checkpoint.lr, dtype=torch.float64)
+            tensors.update({f"checkpoint{c}/params/{k}": v for k, v in checkpoint.params.items()})
+        store.save(key, spec, tensors)
+    return model, checkpoints
+
+
+def _restore_reference(task: Task, seed: int, stored: dict[str, Tensor], device: str) -> tuple[torch.nn.Module, list[Checkpoint]] | None:
+    model = task.build_model(seed).to(device)
+    state = {k.removeprefix("final/"): v for k, v in stored.items() if k.startswith("final/")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        return None  # the model factory changed shape without changing the fingerprint: retrain
+    model.eval()
+    checkpoints = []
+    c = 0
+    while f"checkpoint{c}/epoch" in stored:
+        prefix = f"checkpoint{c}/params/"
+        params = {k.removeprefix(prefix): v.to(device) for k, v in stored.items() if k.startswith(prefix)}
+        checkpoints.append(Checkpoint(int(stored[f"checkpoint{c}/epoch"]), float(stored[f"checkpoint{c}/lr"]), params))
+        c += 1
+    return model, checkpoints
 
 
 def _resolve_attributors(attributors: Any) -> dict[str, Attributor]:
@@ -177,7 +219,7 @@ def evaluate(
     runner = get_executor(executor, device=device)  # one executor (one Ray connection, one pool) for every metric
     try:
         report("reference model", 0, 1)
-        model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device)
+        model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device, store=store)
         report("reference model", 1, 1)
 
         truths = []
@@ -363,7 +405,7 @@ def build_groundtruth(
     report = progress or (lambda stage, done, total: None)
     model = None
     if any(getattr(m, "needs_model", False) for m in metrics):  # further training starts from the explained model
-        model, _ = train_reference(task, seed=config.seed, n_checkpoints=config.n_checkpoints, device=config.device)
+        model, _ = train_reference(task, seed=config.seed, n_checkpoints=config.n_checkpoints, device=config.device, store=store)
     runner = get_executor(config.executor if executor is None else executor, device=config.device)
     rows = []
     try:

@@ -126,3 +126,20 @@ def test_bad_arguments(small_logreg, tmp_path, kwargs, match):
 def test_task_must_be_a_task(tmp_path):
     with pytest.raises(ConfigError, match="'task' parameter of evaluate"):
         tdaeval.evaluate("digits", cache_dir=tmp_path)
+
+
+def test_reference_model_is_cached_in_the_store(small_logreg, tmp_path, monkeypatch):
+    from tdaeval.groundtruth import ArtifactStore
+
+    kwargs = dict(attributors=["grad_dot", "tracin"], metrics={"lds": {"n_subsets": 4}}, cache_dir=tmp_path)
+    first = tdaeval.evaluate(small_logreg, **kwargs)
+    kinds = [row["kind"] for row in ArtifactStore(tmp_path).entries()]
+    assert kinds.count("reference_model") == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the reference model should come from the store")
+
+    monkeypatch.setattr("tdaeval.suites.runner.train_model", no_training)
+    again = tdaeval.evaluate(small_logreg, **kwargs)  # tracin needs the stored checkpoints too
+    for name in ("grad_dot", "tracin"):
+        assert torch.equal(first.get(name, "lds").per_example, again.get(name, "lds").per_example)
