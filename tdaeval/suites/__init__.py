@@ -1,6 +1,28 @@
-"""Running evaluations and holding their results."""
+"""Suites: evaluations from a file or from Python, their results, rankings, comparisons and CI checks."""
 
-from tdaeval.suites.result import Entry, RankRow, SuiteResult
-from tdaeval.suites.runner import builtin_attributors, evaluate, train_reference
+from tdaeval.suites.checks import CheckOutcome, evaluate_checks
+from tdaeval.suites.compare import Difference, compare_results
+from tdaeval.suites.config import SuiteConfig, load_suite, parse_suite
+from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow
+from tdaeval.suites.result import Entry, SuiteResult
+from tdaeval.suites.runner import build_groundtruth, builtin_attributors, evaluate, run_suite, train_reference
 
-__all__ = ["Entry", "RankRow", "SuiteResult", "builtin_attributors", "evaluate", "train_reference"]
+__all__ = [
+    "AggregateRow",
+    "CheckOutcome",
+    "Difference",
+    "Entry",
+    "ParetoPoint",
+    "RankRow",
+    "SuiteConfig",
+    "SuiteResult",
+    "build_groundtruth",
+    "builtin_attributors",
+    "compare_results",
+    "evaluate",
+    "evaluate_checks",
+    "load_suite",
+    "parse_suite",
+    "run_suite",
+    "train_reference",
+]
