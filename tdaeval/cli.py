@@ -5,8 +5,9 @@ Exit codes: 0 success (for ``check``: every threshold holds); 1 a threshold
 or a regression failed (``check``, ``compare --fail-on-regression``) or the
 store holds damaged artifacts (``cache verify``); 2 bad
 usage or input (a parameter, a suite file, an unusable cache directory, an
-attributor that returns invalid scores); 3 runtime failure (e.g. an
-attributor that crashes in ``quickstart``).
+attributor that returns invalid scores in ``quickstart``; in suites a
+failing attributor is recorded, not fatal); 3 runtime failure (e.g. an
+attributor that crashes in ``quickstart``, a task whose training raises).
 """
 
 from __future__ import annotations
@@ -190,6 +191,23 @@ def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = 
         return run_suite(suite, cache_dir=cache_dir, executor=executor, progress=progress)
 
 
+def _report_thresholds(suite: str, result) -> None:
+    """Evaluate the suite's thresholds into ``result.checks`` for the reports (``run`` reports, ``check`` enforces)."""
+    from tdaeval.suites.checks import evaluate_checks
+    from tdaeval.suites.config import load_suite
+    from tdaeval.suites.result import SuiteResult
+
+    config, folder = load_suite(suite)
+    baseline = None
+    if config.baseline is not None:
+        path = Path(config.baseline) if folder is None else folder / config.baseline
+        baseline = SuiteResult.from_json(path) if path.exists() else None
+    thresholds = config.thresholds
+    if thresholds.max_regression is not None and baseline is None:
+        thresholds = thresholds.model_copy(update={"max_regression": None})  # no baseline yet: floors only
+    result.checks = [o.to_dict() for o in evaluate_checks(result, thresholds, baseline, alpha=config.ranking.alpha)]
+
+
 SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard.")
 OUT_OPT = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md, report.html, junit.xml.")
 CACHE_OPT = typer.Option(None, "--cache-dir", help="Ground-truth store (overrides the suite's 'store').")
@@ -198,11 +216,16 @@ EXECUTOR_OPT = typer.Option(None, "--executor", help="local, process:N, ray or r
 
 @app.command()
 def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] = CACHE_OPT, executor: Optional[str] = EXECUTOR_OPT) -> None:
-    """Run a suite: every attributor x metric; failures are recorded, the suite goes on."""
+    """Run a suite: every attributor x metric; failures are recorded, the suite goes on.
+
+    The suite's thresholds are evaluated into the reports (and junit.xml) but never fail the
+    run: use ``check`` for that.
+    """
 
     def action():
         _writable_dir(out)
         result = _run_suite(suite, cache_dir, executor)
+        _report_thresholds(suite, result)
         written = _write_outputs(result, out)
         typer.echo(result.table())
         failed = result.failures()

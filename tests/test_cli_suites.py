@@ -48,6 +48,7 @@ def test_run_ranks_a_users_attributor_beside_builtins_and_writes_every_report(ra
     assert doc["provenance"]["suite"]["name"] == "cli-test" and doc["provenance"]["suite_file"].endswith("suite.yaml")
     assert (store / "objects").exists()  # the suite's relative store resolves next to the suite file
     assert "| rank | attributor |" in (out / "report.md").read_text()
+    assert "## Checks: ✅ all thresholds hold" in (out / "report.md").read_text()  # run reports the floors, check enforces them
     assert "<img" in (out / "report.html").read_text()
     assert ET.fromstring((out / "junit.xml").read_text()).tag == "testsuites"
 
@@ -63,7 +64,7 @@ def test_run_writes_the_github_step_summary(ran, tmp_path):
 @pytest.mark.parametrize("fmt,check", [
     ("md", lambda text: "## lds" in text),
     ("json", lambda text: jsonschema.validate(json.loads(text), result_schema()) is None),
-    ("junit", lambda text: ET.fromstring(text.split("?>", 1)[1]).find("testsuite").get("tests") == "3"),
+    ("junit", lambda text: ET.fromstring(text.split("?>", 1)[1]).find("testsuite").get("tests") == "1"),  # the one floor
     ("html", lambda text: text.lstrip().lower().startswith("<!doctype html")),
 ])
 def test_report_renders_each_format(ran, fmt, check):

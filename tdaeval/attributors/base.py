@@ -298,6 +298,8 @@ def _from_import_path(path: str, params: dict[str, Any]) -> Attributor:
         except TypeError as err:
             raise ConfigError(f"Invalid parameters {sorted(params)} for attributor {path!r}: {err}.") from err
     if isinstance(obj, Attributor):
+        if params:
+            raise ConfigError(f"Attributor {path!r} is an instance and takes no parameters. Got {sorted(params)}; point at its class to pass parameters.")
         return obj
     if callable(obj):
         if params:

@@ -114,6 +114,8 @@ class Metric(ABC):
     higher_is_better: ClassVar[bool] = True
     bounds: ClassVar[tuple[float, float] | None] = None
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: Constructor parameters that are ground-truth settings (a suite's ``groundtruth`` section fills them).
+    groundtruth_params: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def build_truth(self, task: Any, store: Any, **kwargs: Any) -> Any:

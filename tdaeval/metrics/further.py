@@ -48,6 +48,8 @@ class FurtherTraining(Metric):
     needs_model = True
     correlation: ClassVar[str] = "cosine"
 
+    groundtruth_params = frozenset({"n_seeds", "seed"})
+
     def __init__(
         self,
         n_left_out: int = 100,

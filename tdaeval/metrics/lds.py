@@ -45,6 +45,8 @@ class LDS(Metric):
     bounds = (-1.0, 1.0)
     requires = frozenset({"lds"})
 
+    groundtruth_params = frozenset({"n_subsets", "alpha", "n_seeds", "seed"})
+
     def __init__(self, n_subsets: int = 50, alpha: float = 0.5, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
         self.spec = LDSSpec(n_subsets=n_subsets, alpha=alpha, n_seeds=n_seeds, seed=seed)
         self.n_subsets, self.alpha, self.n_seeds, self.seed = n_subsets, alpha, n_seeds, seed

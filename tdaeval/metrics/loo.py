@@ -43,6 +43,8 @@ class LOO(Metric):
     requires = frozenset({"loo"})
     correlation: ClassVar[str] = "spearman"
 
+    groundtruth_params = frozenset({"n_seeds", "seed"})
+
     def __init__(self, n_removed: int = 100, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
         self.spec = LOOSpec(n_removed=n_removed, n_seeds=n_seeds, seed=seed)
         self.n_removed, self.n_seeds, self.seed = n_removed, n_seeds, seed

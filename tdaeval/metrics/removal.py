@@ -18,6 +18,8 @@ __all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
 class _RemovalMetric(Metric):
     requires = frozenset({"removal"})
 
+    groundtruth_params = frozenset({"n_seeds", "seed"})
+
     def __init__(self, k_grid, n_seeds, n_test_points, seed, n_bootstrap) -> None:
         self.spec = RemovalSpec(k_grid=tuple(k_grid), n_seeds=n_seeds, n_test_points=n_test_points, seed=seed)
         self.k_grid, self.n_seeds, self.n_test_points, self.seed = list(self.spec.k_grid), n_seeds, n_test_points, seed

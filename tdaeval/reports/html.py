@@ -68,15 +68,20 @@ class _MetricView:
     ranking_error: str | None = None
 
 
-def render_html(result: SuiteResult, title: str = "tdaeval report") -> str:
+def _settings(result: SuiteResult) -> dict:
+    settings = result.ranking_settings()
+    return {"alpha": settings["alpha"], "n_resamples": settings["n_resamples"], "correction": settings["correction"]}
+
+
+def render_html(result: SuiteResult, title: str | None = None) -> str:
     """Render ``result`` as one self-contained HTML document.
 
     Parameters
     ----------
     result : SuiteResult
         The results to report.
-    title : str
-        Title of the page and of its heading.
+    title : str, optional
+        Title of the page and of its heading (default ``"tdaeval report"``, with the suite's name when known).
 
     Returns
     -------
@@ -85,6 +90,9 @@ def render_html(result: SuiteResult, title: str = "tdaeval report") -> str:
     """
     if not isinstance(result, SuiteResult):
         raise ConfigError(f"render_html expects a SuiteResult. Got {type(result).__name__}.")
+    if title is None:
+        suite = result.provenance.get("suite") if isinstance(result.provenance.get("suite"), dict) else {}
+        title = f"tdaeval report: {suite['name']}" if suite.get("name") else "tdaeval report"
     if not isinstance(title, str):
         raise ConfigError(f"The 'title' parameter of render_html must be a str. Got {type(title).__name__}.")
     views = [_metric_view(result, metric, i) for i, metric in enumerate(result.metrics)]
@@ -311,7 +319,7 @@ def _finite_point(point: ParetoPoint) -> bool:
 
 
 def _provenance_section(result: SuiteResult) -> list[str]:
-    out = ['<section id="provenance">', "<h2>Provenance</h2>", f"<p>{_e(describe_test())}</p>"]
+    out = ['<section id="provenance">', "<h2>Provenance</h2>", f"<p>{_e(describe_test(**_settings(result)))}</p>"]
     for caption, data in (("Run", result.provenance or {}), ("Task", result.task or {})):
         if not data:
             continue

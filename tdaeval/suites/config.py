@@ -8,6 +8,7 @@ documented in ``docs/suites.rst``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import math
@@ -102,9 +103,13 @@ class MetricSpec(_Strict):
 
 
 class GroundTruthSpec(_Strict):
-    """Defaults for every metric that takes them (a metric's own ``params`` win).
+    """Defaults for the metrics whose ground truth takes them (a metric's own ``params`` win).
 
-    ``n_subsets`` is M, ``alpha`` the subset fraction α, ``n_seeds`` R.
+    ``n_subsets`` is M, ``alpha`` the subset fraction α (LDS), ``n_seeds`` R
+    and ``seed`` the ground truth's seed (LDS, LOO, removal metrics, further
+    training); see each metric's ``groundtruth_params``. Other metrics'
+    parameters of the same name (e.g. ``seed_reliability``'s ``alpha``) are
+    left alone.
     """
 
     n_subsets: int | None = Field(default=None, ge=2)
@@ -193,7 +198,8 @@ class SuiteConfig(_Strict):
         from tdaeval.metrics.base import metric_class
 
         spec = self.metrics[index]
-        accepted = inspect.signature(metric_class(spec.name).__init__).parameters
+        cls = metric_class(spec.name)
+        accepted = set(inspect.signature(cls.__init__).parameters) & set(cls.groundtruth_params)
         defaults = {k: v for k, v in self.groundtruth.model_dump().items() if v is not None and k in accepted}
         return {**defaults, **spec.params}
 
@@ -308,7 +314,7 @@ def build_task(config: SuiteConfig, source: str = "<suite>") -> Any:
 
     spec = config.task
     if spec.name is not None:
-        task = _wrap(lambda: get_task(spec.name, **_task_params(spec.params)), source, "task.name" if not spec.params else "task.params")
+        task = _wrap(lambda: get_task(spec.name, **_task_params(spec.name, spec.params)), source, "task.name" if not spec.params else "task.params")
     else:
         factory = _import(spec.factory, source, "task.factory")
         task = _wrap(lambda: factory(**spec.params), source, "task.params")
@@ -320,11 +326,15 @@ def build_task(config: SuiteConfig, source: str = "<suite>") -> Any:
     return task
 
 
-def _task_params(params: dict[str, Any]) -> dict[str, Any]:
-    from tdaeval.task import TrainRecipe
+def _task_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a ``recipe`` mapping turned into a TrainRecipe that keeps the task's own defaults."""
+    import dataclasses
+
+    from tdaeval.tasks import get_task
 
     if isinstance(params.get("recipe"), dict):
-        params = {**params, "recipe": TrainRecipe(**params["recipe"])}
+        base = get_task(name, **{k: v for k, v in params.items() if k != "recipe"}).recipe
+        params = {**params, "recipe": dataclasses.replace(base, **params["recipe"])}
     return params
 
 
@@ -337,6 +347,7 @@ def build_attributors(config: SuiteConfig, source: str = "<suite>") -> dict[str,
         where = f"attributors.{i}.params" if spec.params else f"attributors.{i}.use"
         attributor = _wrap(lambda: get(spec.use, **spec.params), source, where)
         if spec.name is not None or ":" in spec.use:
+            attributor = copy.copy(attributor)  # a module-level instance stays as its module defined it
             attributor._display_name = spec.label
         out[spec.label] = attributor
     return out

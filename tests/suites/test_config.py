@@ -78,3 +78,21 @@ def test_malformed_suites_name_the_key_path(text, expected):
 def test_missing_file_lists_builtins(tmp_path):
     with pytest.raises(ConfigError, match=r"does not exist \(built-in suites: smoke, standard\)"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_groundtruth_defaults_reach_only_ground_truth_parameters():
+    config = parse_suite(
+        "task: digits\nattributors: [grad_dot]\nmetrics: [lds, seed_reliability, loo]\ngroundtruth: {alpha: 0.3, n_seeds: 2, seed: 4}\n",
+        source="s.yaml",
+    )
+    assert config.metric_params(0) == {"alpha": 0.3, "n_seeds": 2, "seed": 4}
+    assert config.metric_params(1) == {}  # its 'alpha' is a significance level, its 'seed' the bootstrap's
+    assert config.metric_params(2) == {"n_seeds": 2, "seed": 4}
+
+
+def test_a_partial_recipe_keeps_the_tasks_own_defaults():
+    from tdaeval.suites.config import build_task
+
+    config = parse_suite("task: {name: synthetic, params: {n_train: 100, n_test: 10, recipe: {epochs: 3}}}\nattributors: [grad_dot]\nmetrics: [lds]\n")
+    recipe = build_task(config).recipe
+    assert (recipe.epochs, recipe.batch_size, recipe.lr) == (3, 512, 0.1)
