@@ -259,9 +259,13 @@ class TopKCardinality(_Heuristic):
     A global property of the score matrix (higher = explanations more specific
     to each test point; an attributor that blames the same few points for
     everything scores low; when ``n_test·k > n_train`` even distinct
-    explanations cannot reach 1). The interval is a percentile bootstrap over test
-    points; the per-example values are each test point's share of its top
-    ``k`` that no other test point has in its top ``k``.
+    explanations cannot reach 1). The per-example value of test point ``t`` is
+    its share of the union, ``(1/k)·Σ_{i ∈ topk(t)} 1/c_i`` with ``c_i`` the
+    number of test points whose top ``k`` holds ``i``; these average exactly
+    to the ratio, so rankings compare the reported quantity. The interval is
+    a percentile bootstrap of that mean over test points with the counts held
+    fixed (a test point's share depends on the others; the ratio itself also
+    falls as ``n_test`` grows, so it is comparable only at equal ``n_test``).
     """
 
     name = "top_k_cardinality"
@@ -290,14 +294,13 @@ class TopKCardinality(_Heuristic):
         top = scores.topk(k, dim=1).indices
         value = self.cardinality(top)
         counts = torch.zeros(n_train, dtype=torch.long).index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.long))
-        per_test = (counts[top] == 1).double().mean(dim=1)
-        # Bootstrap over test points; a resample's repeated rows are one row (a distinct count
-        # cannot see duplicates), so the interval describes sets of distinct test points.
-        generator = torch.Generator().manual_seed(self.seed)
-        resamples = torch.randint(0, n_test, (self.n_bootstrap, n_test), generator=generator)
-        boot = torch.tensor([self.cardinality(top[torch.unique(rows)]) for rows in resamples], dtype=torch.float64)
-        ci = (float(boot.quantile(0.025)), float(boot.quantile(0.975)))
-        provenance = {"kind": self.name, "k": k, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95,
-                      "value_is": "global cardinality ratio; per_example = share of each row's top-k unique to it",
-                      "torch": torch.__version__, "python": platform.python_version()}
-        return MetricResult(self.name, value, ci, per_test, True, 0, self.bounds, provenance)
+        # Each distinct training point in the union is shared out over the c rows that hold it
+        # (1/c each), so row t's share (1/k)·Σ_{i ∈ topk(t)} 1/c_i averages exactly to the value.
+        per_test = (1.0 / counts[top].double()).sum(dim=1) / k
+        result = self._bootstrap_result(per_test, {
+            "kind": self.name, "k": k,
+            "value_is": "global cardinality ratio = mean over test points of their share (1/k)·Σ 1/count of their top-k",
+            "ci_is": "percentile bootstrap of that mean over test points, with the counts of the full test set held fixed",
+        })
+        result.value = value  # equal to the mean up to rounding; the exact ratio is reported
+        return result

@@ -72,9 +72,10 @@ def test_top_k_cardinality_equals_python_sets(rng):
     result = TopKCardinality(k=3, n_bootstrap=50).compute(scores)
     tops = [set(torch.topk(scores[z], 3).indices.tolist()) for z in range(10)]
     assert result.value == pytest.approx(len(set().union(*tops)) / 30)
-    for z in range(10):
-        others = set().union(*(tops[j] for j in range(10) if j != z))
-        assert float(result.per_example[z]) == pytest.approx(len(tops[z] - others) / 3)
+    for z in range(10):  # each test point's share of the union: Σ over its top-k of 1 / (rows holding that point)
+        share = sum(1 / sum(i in tops[j] for j in range(10)) for i in tops[z]) / 3
+        assert float(result.per_example[z]) == pytest.approx(share)
+    assert float(result.per_example.mean()) == pytest.approx(result.value)  # rankings compare the reported ratio
     same = torch.arange(40.0).expand(10, 40)  # everyone blames the same three points
     assert TopKCardinality(k=3, n_bootstrap=50).compute(same).value == pytest.approx(3 / 30)
     assert result.ci[0] <= result.value <= result.ci[1] + 1e-9
