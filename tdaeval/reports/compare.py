@@ -45,7 +45,8 @@ def render_comparison(differences: Sequence[Difference], fmt: str = "text", alph
     counts = {s: sum(d.status == s for d in differences) for s in ("improved", "regressed", "no change")}
     footer = (
         f"{counts['improved']} improved, {counts['regressed']} regressed, {counts['no change']} without significant change "
-        f"(two-sided bootstrap test at alpha {alpha:g}; paired over test points when both runs share the task)."
+        f"(two-sided bootstrap test at alpha {alpha:g}, Holm-adjusted over the rows; paired over test points "
+        f"when both runs share the task)."
     )
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
 from tdaeval.errors import ConfigError
-from tdaeval.functional.ranking import paired_bootstrap_differences
+from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences
 from tdaeval.metrics.base import MetricResult
 from tdaeval.suites.result import SuiteResult
 
@@ -29,7 +29,8 @@ class Difference:
     ci : tuple of float
         95% bootstrap interval of ``change``.
     p_value : float
-        Two-sided bootstrap p-value of ``change`` (NaN when one side is missing).
+        Two-sided bootstrap p-value of ``change``, Holm-adjusted over the compared
+        rows unless ``correction="none"`` (NaN when one side is missing).
     paired : bool
         Whether the two results were resampled on the same test points.
     status : str
@@ -90,7 +91,9 @@ def bootstrap_difference(
     return change, (low, high), p
 
 
-def compare_results(base: SuiteResult, new: SuiteResult, alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0) -> list[Difference]:
+def compare_results(
+    base: SuiteResult, new: SuiteResult, alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0, correction: str = "holm"
+) -> list[Difference]:
     """Every attributor × metric of either document, with its change from ``base`` to ``new``.
 
     Results are paired (same test points resampled together) when both
@@ -107,7 +110,12 @@ def compare_results(base: SuiteResult, new: SuiteResult, alpha: float = 0.05, n_
         Bootstrap resamples.
     seed : int
         Seed of the resampling.
+    correction : {"holm", "none"}
+        Adjustment of the p-values over all compared attributor × metric rows, so that
+        a long comparison does not flag a change by chance.
     """
+    if correction not in ("holm", "none"):
+        raise ConfigError(f"The 'correction' parameter of compare_results must be 'holm' or 'none'. Got {correction!r} instead.")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ConfigError(f"The 'alpha' parameter of compare_results must be in (0, 1). Got {alpha!r} instead.")
     same_task = bool(base.task.get("fingerprint")) and base.task.get("fingerprint") == new.task.get("fingerprint")
@@ -129,12 +137,16 @@ def compare_results(base: SuiteResult, new: SuiteResult, alpha: float = 0.05, n_
         paired = same_task and b.per_example.numel() == n.per_example.numel()
         change, ci, p = bootstrap_difference(b, n, paired, n_resamples, seed)
         sign = 1.0 if n.higher_is_better else -1.0
-        improvement = sign * change
-        if math.isfinite(p) and p < alpha and improvement != 0:
-            status = "improved" if improvement > 0 else "regressed"
-        else:
-            status = "no change"
-        out.append(Difference(attributor, metric, b.value, n.value, change, improvement, ci, p, paired, n.higher_is_better, status))
+        out.append(Difference(attributor, metric, b.value, n.value, change, sign * change, ci, p, paired, n.higher_is_better, "pending"))
+    compared = [i for i, d in enumerate(out) if d.status == "pending"]
+    if correction == "holm" and compared:
+        adjusted = holm_adjust(torch.tensor([out[i].p_value for i in compared], dtype=torch.float64)).tolist()
+        for i, p in zip(compared, adjusted):
+            out[i] = replace(out[i], p_value=p)
+    for i in compared:
+        d = out[i]
+        significant = math.isfinite(d.p_value) and d.p_value < alpha and d.improvement != 0
+        out[i] = replace(d, status=("improved" if d.improvement > 0 else "regressed") if significant else "no change")
     return out
 
 

@@ -12,6 +12,7 @@ import copy
 import importlib
 import inspect
 import math
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +284,9 @@ def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bo
 def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
     """Read a suite file (``.yaml``, ``.yml``, ``.toml``) or a built-in suite by name.
 
+    The file's folder is appended to ``sys.path`` (if absent), so ``module:Name``
+    entries can point at modules next to the suite.
+
     Returns
     -------
     tuple
@@ -303,7 +307,10 @@ def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
         text = text_path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"Cannot read suite file {str(path)!r}: {err}.") from None
-    return parse_suite(text, source=str(path), fmt=fmt), text_path.resolve().parent
+    folder = text_path.resolve().parent
+    if str(folder) not in sys.path:  # 'module:Name' next to the suite file imports, as pytest does for its rootdir
+        sys.path.append(str(folder))
+    return parse_suite(text, source=str(path), fmt=fmt), folder
 
 
 # -- semantic checks: names resolve, parameters are accepted ------------------

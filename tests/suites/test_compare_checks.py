@@ -80,3 +80,15 @@ def test_regression_threshold_against_a_baseline(base):
     assert all(evaluate_checks(new, ThresholdSpec(max_regression=0.1), baseline=base)[i].passed for i in range(4))
     with pytest.raises(ConfigError, match="max_regression needs a baseline"):
         evaluate_checks(new, ThresholdSpec(max_regression=0.1))
+
+
+def test_compare_adjusts_p_values_over_rows_unless_asked_not_to():
+    metrics = {f"m{j}": ({"a": _values(10 + j, 0.5)}, True) for j in range(8)}
+    shifted = {f"m{j}": ({"a": _values(10 + j, 0.5) + (0.08 if j == 0 else 0.0)}, True) for j in range(8)}
+    base, new = synthetic_result(metrics), synthetic_result(shifted)
+    raw = {d.metric: d.p_value for d in compare_results(base, new, correction="none")}
+    holm = {d.metric: d.p_value for d in compare_results(base, new)}
+    assert holm["m0"] == pytest.approx(min(1.0, 8 * raw["m0"]))  # the smallest p-value is scaled by the number of rows
+    assert all(holm[m] >= raw[m] for m in raw)
+    with pytest.raises(ConfigError, match="'correction' parameter of compare_results"):
+        compare_results(base, new, correction="bonferroni")

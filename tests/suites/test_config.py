@@ -96,3 +96,10 @@ def test_a_partial_recipe_keeps_the_tasks_own_defaults():
     config = parse_suite("task: {name: synthetic, params: {n_train: 100, n_test: 10, recipe: {epochs: 3}}}\nattributors: [grad_dot]\nmetrics: [lds]\n")
     recipe = build_task(config).recipe
     assert (recipe.epochs, recipe.batch_size, recipe.lr) == (3, 512, 0.1)
+
+
+def test_modules_next_to_the_suite_file_import(tmp_path):
+    (tmp_path / "my_local_attributor.py").write_text("def dot(model, train, test):\n    return test.inputs @ train.inputs.T\n")
+    (tmp_path / "s.yaml").write_text("task: linear_regression\nattributors: ['my_local_attributor:dot']\nmetrics: [lds]\n")
+    config, folder = load_suite(tmp_path / "s.yaml")
+    assert config.attributors[0].use == "my_local_attributor:dot" and folder == tmp_path
