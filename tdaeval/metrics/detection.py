@@ -25,9 +25,10 @@ class MislabelDetection(Metric):
     the flipped points (0.5 = chance). Per-example values are, for each flipped
     point, the fraction of clean points ranked below it (their mean is the
     AUC), and the CI is a bootstrap over flipped points. The provenance adds
-    the average precision and the area under Quanda's cumulative detection
-    curve (fraction of flipped points found among the top ``j``, averaged over
-    ``j``). Everything is O(n log n) and independent of the order of the
+    the average precision, the mean of Quanda's cumulative detection curve
+    (fraction of flipped points found among the top ``j``, averaged over
+    ``j``) and Quanda's own score for that curve (its trapezoid area over
+    ``N``, which differs from the mean by ``(c_1 + c_N)/(2N)``). Everything is O(n log n) and independent of the order of the
     training points.
 
     Parameters
@@ -84,6 +85,9 @@ class MislabelDetection(Metric):
             "n_flipped": int(flipped.sum()),
             "average_precision": _average_precision(self_influence, flipped),
             "detection_curve_area": float(curve.mean()),
+            # Quanda 0.5.0's score: the trapezoid area of the same curve over N points, divided by N
+            # (= mean − (c_1 + c_N)/(2N)); equal to Quanda's number when no ties are broken by its index offset.
+            "quanda_detection_score": float(torch.trapezoid(curve.double()) / curve.numel()),
             "detection_at_10_percent": float(curve[max(0, round(0.1 * curve.numel()) - 1)]),
             "transforms": transforms or [],
         }
