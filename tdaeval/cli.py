@@ -327,6 +327,8 @@ def check(
         base = SuiteResult.from_json(base_path) if base_path is not None else None
         _writable_dir(out)
         result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir, executor)
+        if results is not None:  # the reports carry the checked suite, not the one that produced the file
+            result.provenance["checked_suite"] = config.model_dump(mode="json")
         outcomes = evaluate_checks(result, config.thresholds, base, alpha=config.ranking.alpha)
         result.checks = [o.to_dict() for o in outcomes]
         _write_outputs(result, out)

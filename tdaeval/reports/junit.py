@@ -30,7 +30,8 @@ def render_junit(result: SuiteResult, checks: Sequence[CheckOutcome] | None = No
     """
     if checks is None:
         checks = [CheckOutcome.from_dict(c) for c in result.checks]
-    name = suite_name or result.provenance.get("suite", {}).get("name") or "tdaeval"
+    suite = result.provenance.get("checked_suite") or result.provenance.get("suite") or {}
+    name = suite_name or suite.get("name") or "tdaeval"
     cases = []
     if checks:
         for c in checks:
