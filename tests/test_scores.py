@@ -20,7 +20,7 @@ def fitted():
     return task, model, checkpoints
 
 
-@pytest.mark.parametrize("name,streams", [("grad_dot", True), ("grad_cos", True), ("tracin", False), ("random", False)])
+@pytest.mark.parametrize("name,streams", [("grad_dot", True), ("grad_cos", True), ("tracin", True), ("random", False)])
 def test_chunks_concatenate_to_the_full_matrix(fitted, name, streams):
     task, model, checkpoints = fitted
     attributor = get(name).fit(task, model, task.train_data, checkpoints=checkpoints)

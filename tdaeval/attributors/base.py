@@ -139,7 +139,7 @@ class Attributor(ABC):
         """Scores in training-point chunks: ``(start, Tensor[n_test, chunk])`` for ``start = 0, chunk_size, …``.
 
         Attributors that can score a chunk of training points on its own
-        (:attr:`streams`: ``grad_dot``, ``grad_cos``) never hold more than one
+        (:attr:`streams`: ``grad_dot``, ``grad_cos``, ``tracin``) never hold more than one
         chunk of scores; the others compute the full matrix once and yield its
         slices (of an :class:`Attribution`, the mean). Each chunk is validated.
         """

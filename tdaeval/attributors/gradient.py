@@ -319,9 +319,15 @@ class TracIn(Attributor):
         self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self.checkpoints_]
 
     def _attribute(self, test: Data) -> Tensor:
-        total = None
+        return self._attribute_chunk(self._prepare_chunks(test), 0, len(self.train_))
+
+    def _prepare_chunks(self, test: Data) -> list[GradientSet]:
         objective = _measurement_objective(self.task_)
-        for checkpoint, train_grads in zip(self.checkpoints_, self.train_grads_):
-            term = checkpoint.lr * self._gradients(objective, test, checkpoint.params).dot(train_grads)
+        return [self._gradients(objective, test, checkpoint.params) for checkpoint in self.checkpoints_]
+
+    def _attribute_chunk(self, prepared: list[GradientSet], start: int, stop: int) -> Tensor:
+        total = None
+        for checkpoint, test_grads, train_grads in zip(self.checkpoints_, prepared, self.train_grads_):
+            term = checkpoint.lr * test_grads.dot(train_grads.rows(start, stop))
             total = term if total is None else total + term
         return total

@@ -195,7 +195,7 @@ def evaluate(
     score_chunk : int, optional
         Stream scores in chunks of this many training points into memory-mapped
         ``.npy`` files (:mod:`tdaeval.scores`) instead of holding each score
-        matrix in memory; streaming attributors (``grad_dot``, ``grad_cos``)
+        matrix in memory; streaming attributors (``grad_dot``, ``grad_cos``, ``tracin``)
         and LDS then stay within ``O((n_test + M) · score_chunk)`` memory.
     scores_dir : str or Path, optional
         Where those files go (kept); default a temporary folder removed at the end.
