@@ -78,13 +78,44 @@ class ClassDetection(_Heuristic):
         return self._result(per_test, {"label": self.label, "top_s": s})
 
 
-def randomized_model(model: nn.Module, reference: nn.Module, layers: int | None = None) -> nn.Module:
+def parameterised_modules(model: nn.Module, example: Tensor | None = None) -> list[str]:
+    """Names of the modules that own parameters, in the order the forward pass calls them.
+
+    With ``example`` (a small input batch) the order is recorded with forward
+    hooks, so a module defined before but called after another is ordered by
+    its call; modules never called keep their definition order, first.
+    Without it, definition order (``named_modules``).
+    """
+    owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    if example is None:
+        return owners
+    called: list[str] = []
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: called.append(name)) for name in owners]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(example)
+        model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    order = list(dict.fromkeys(called))
+    return [name for name in owners if name not in order] + order
+
+
+def randomized_model(
+    model: nn.Module, reference: nn.Module, layers: int | None = None, example: Tensor | None = None
+) -> nn.Module:
     """A copy of ``model`` with the parameters of its last ``layers`` parameterised modules from ``reference`` (all: None).
 
     ``reference`` is a freshly initialised model of the same architecture
-    (``task.build_model(seed)``, which leaves the global RNG alone).
+    (``task.build_model(seed)``, which leaves the global RNG alone). "Last"
+    follows the forward pass when ``example`` inputs are given
+    (:func:`parameterised_modules`), else the order of definition.
     """
-    owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    owners = parameterised_modules(model, example)
     chosen = set(owners if layers is None else owners[len(owners) - layers :])
     out = copy.deepcopy(model)
     fresh = dict(reference.named_parameters())
@@ -141,9 +172,12 @@ class ModelRandomization(_Heuristic):
         task, model, reference = truth["task"], truth["model"], truth["reference"]
         n_layers = sum(1 for m in model.modules() if any(True for _ in m.parameters(recurse=False)))
         stages = [None] if self.mode == "independent" else list(range(1, n_layers + 1))
+        example = None  # independent mode replaces every layer: order does not matter
+        if self.mode == "cascading":  # follow the forward pass, output layer first
+            example = task.test_data.inputs[:2].to(next(iter(model.parameters())).device)
         curve, per_test = [], None
         for layers in stages:
-            randomized = randomized_model(model, reference, layers)
+            randomized = randomized_model(model, reference, layers, example=example)
             refit = copy.deepcopy(attributor)
             refit.fit(task, randomized, attributor.train_, checkpoints=None)
             other = as_score_matrix(refit.attribute(task.test_data), self.name)

@@ -111,3 +111,25 @@ def test_controlled_settings_on_digits(tmp_path):
     assert grouped.get("similarity", "subclass_detection").value > grouped.get("random", "subclass_detection").value
     with pytest.raises(ConfigError, match="with_shortcut"):
         get_metric("shortcut_detection").build_truth(base)
+
+
+def test_cascading_randomisation_follows_the_forward_pass_not_the_definition_order():
+    from torch import nn
+
+    from tdaeval.metrics.heuristics import parameterised_modules, randomized_model
+
+    class DefinedBackwards(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 2)  # defined first, called last
+            self.body = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    model, reference = DefinedBackwards(), DefinedBackwards()
+    example = torch.randn(2, 3)
+    assert parameterised_modules(model) == ["head", "body"]
+    assert parameterised_modules(model, example) == ["body", "head"]
+    last = randomized_model(model, reference, layers=1, example=example)
+    assert torch.equal(last.head.weight, reference.head.weight) and torch.equal(last.body.weight, model.body.weight)
