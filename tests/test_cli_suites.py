@@ -224,3 +224,18 @@ def test_groundtruth_and_cache_commands(ran, tmp_path):
     assert res.exit_code == 0 and "0 files" in res.stdout
     res = runner.invoke(app, ["groundtruth", "run", str(suite), "--shard", "2/2"])
     assert res.exit_code == 2 and "shard index must be an integer in [0, 2)" in res.output
+
+
+def test_progress_bars_only_on_a_terminal_without_no_color(monkeypatch):
+    import sys
+
+    from tdaeval.cli import _Progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert _Progress().enabled
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not _Progress().enabled
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.delenv("NO_COLOR")
+    assert not _Progress().enabled
