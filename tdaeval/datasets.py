@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 
 __all__ = ["Data", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_regression"]
 
@@ -66,10 +66,8 @@ class Data:
 
 
 def _split_sizes(n_total: int, n_train: int, n_test: int, owner: str) -> None:
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 2:
-        raise ConfigError(f"The 'n_train' parameter of {owner} must be an integer >= 2. Got {n_train!r} instead.")
-    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
-        raise ConfigError(f"The 'n_test' parameter of {owner} must be an integer >= 1. Got {n_test!r} instead.")
+    check_int_at_least("n_train", owner, n_train, 2)
+    check_int_at_least("n_test", owner, n_test, 1)
     if n_train + n_test > n_total:
         raise ConfigError(
             f"The 'n_train' + 'n_test' parameters of {owner} must be at most {n_total}. "
@@ -130,8 +128,7 @@ def flip_labels(data: Data, fraction: float, n_classes: int, seed: int) -> tuple
     """
     if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 < fraction < 1.0):
         raise ConfigError(f"The 'fraction' parameter of flip_labels must be in (0, 1). Got {fraction!r} instead.")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ConfigError(f"The 'n_classes' parameter of flip_labels must be an integer >= 2. Got {n_classes!r} instead.")
+    check_int_at_least("n_classes", "flip_labels", n_classes, 2)
     if data.targets.dtype not in (torch.int64, torch.int32) or data.targets.ndim != 1:
         raise ConfigError("flip_labels needs integer class labels [n].")
     n = len(data)

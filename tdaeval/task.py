@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 
 __all__ = ["Task", "TrainRecipe", "canonical_json", "sha256_json"]
 
@@ -59,8 +59,7 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"The {name!r} parameter of TrainRecipe must be an integer >= 1. Got {value!r} instead.")
+            check_int_at_least(name, "TrainRecipe", value, 1)
         if not self.lr > 0:
             raise ConfigError(f"The 'lr' parameter of TrainRecipe must be > 0. Got {self.lr!r} instead.")
         if not 0 <= self.momentum < 1:

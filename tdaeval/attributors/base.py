@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
 from tdaeval.task import Task
 
 __all__ = [
@@ -124,12 +124,7 @@ class Attributor(ABC):
 
     def attribute(self, test: Data) -> Tensor | Attribution:
         """Scores ``[n_test, n_train]`` for the ``test`` examples (or an :class:`Attribution`), validated."""
-        self._require_fitted("attribute")
-        if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
-            raise AttributorError(
-                f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
-                f"but got test inputs of shape {tuple(test.inputs.shape)}."
-            )
+        self._check_test(test, "attribute")
         scores = self._attribute(test)
         if isinstance(scores, Attribution):
             return validate_attribution(scores, len(test), len(self.train_), self.display_name)
@@ -143,15 +138,8 @@ class Attributor(ABC):
         chunk of scores; the others compute the full matrix once and yield its
         slices (of an :class:`Attribution`, the mean). Each chunk is validated.
         """
-        from tdaeval.errors import check_int_at_least
-
         check_int_at_least("chunk_size", f"{self.display_name}.attribute_chunks", chunk_size, 1)
-        self._require_fitted("attribute_chunks")
-        if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
-            raise AttributorError(
-                f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
-                f"but got test inputs of shape {tuple(test.inputs.shape)}."
-            )
+        self._check_test(test, "attribute_chunks")
         return self._stream(test, chunk_size) if self.streams else self._slices(test, chunk_size)
 
     def _stream(self, test: Data, chunk_size: int) -> Iterator[tuple[int, Tensor]]:
@@ -184,6 +172,15 @@ class Attributor(ABC):
     def _attribute(self, test: Data) -> Tensor:
         """Unvalidated scores ``[n_test, n_train]``."""
 
+    def _check_test(self, test: Data, method: str) -> None:
+        """Fitted, and ``test`` has the training inputs' per-example shape."""
+        self._require_fitted(method)
+        if tuple(test.inputs.shape[1:]) != tuple(self.train_.inputs.shape[1:]):
+            raise AttributorError(
+                f"Attributor {self.display_name!r} was fitted on inputs of shape [n, {', '.join(map(str, self.train_.inputs.shape[1:]))}] "
+                f"but got test inputs of shape {tuple(test.inputs.shape)}."
+            )
+
     def _require_fitted(self, method: str) -> None:
         if not hasattr(self, "model_"):
             raise AttributorError(f"Attributor {self.display_name!r} must be fitted before {method}(); call fit() first.")
@@ -196,8 +193,7 @@ class Attributor(ABC):
         ``n_train²``. Attributors with a cheaper closed form override it.
         """
         self._require_fitted("self_influence")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigError(f"The 'chunk_size' parameter of self_influence must be an integer >= 1. Got {chunk_size!r} instead.")
+        check_int_at_least("chunk_size", "self_influence", chunk_size, 1)
         n = len(self.train_)
         out = torch.empty(n, dtype=torch.float32)
         for start in range(0, n, chunk_size):

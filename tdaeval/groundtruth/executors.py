@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 from tdaeval.groundtruth.jobs import TrainJob
 from tdaeval.task import Task
 
@@ -48,12 +48,6 @@ def train_batch(task: Task, indices: Sequence[Tensor], seeds: Sequence[int], dev
     return stacked.measure(task).to("cpu", torch.float32)
 
 
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"The {name!r} parameter of {owner} must be an integer >= {minimum}. Got {value!r} instead.")
-    return value
-
-
 class Executor(ABC):
     """Runs training jobs in batches and hands results back to the driver.
 
@@ -68,7 +62,7 @@ class Executor(ABC):
     name: ClassVar[str] = "executor"
 
     def __init__(self, max_models: int = 32, device: str = "cpu") -> None:
-        self.max_models = _check_int(type(self).__name__, "max_models", max_models, 1)
+        self.max_models = check_int_at_least("max_models", type(self).__name__, max_models, 1)
         self.device = device
 
     @abstractmethod
@@ -160,9 +154,9 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int = 2, max_models: int = 32, device: str = "cpu", threads_per_worker: int | None = None) -> None:
         super().__init__(max_models, device)
-        self.workers = _check_int("ProcessExecutor", "workers", workers, 1)
+        self.workers = check_int_at_least("workers", "ProcessExecutor", workers, 1)
         self.threads_per_worker = threads_per_worker if threads_per_worker is not None else max(1, (os.cpu_count() or 1) // self.workers)
-        _check_int("ProcessExecutor", "threads_per_worker", self.threads_per_worker, 1)
+        check_int_at_least("threads_per_worker", "ProcessExecutor", self.threads_per_worker, 1)
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure_pool(self) -> ProcessPoolExecutor:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 
 __all__ = ["Shard", "BuildMode", "IncompleteGroundTruth", "build_mode", "current_mode"]
 
@@ -29,8 +29,7 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ConfigError(f"The shard count must be an integer >= 1. Got {self.count!r} instead.")
+        check_int_at_least("count", "a shard", self.count, 1)
         if isinstance(self.index, bool) or not isinstance(self.index, int) or not 0 <= self.index < self.count:
             raise ConfigError(f"The shard index must be an integer in [0, {self.count}). Got {self.index!r} instead.")
 

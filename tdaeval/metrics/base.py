@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 
 __all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix", "check_n_bootstrap"]
 
@@ -157,8 +157,7 @@ def metric_names() -> list[str]:
 
 def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
     """``n_bootstrap`` when it is an integer >= 10, else a ``ConfigError`` naming ``owner``."""
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 10:
-        raise ConfigError(f"The 'n_bootstrap' parameter of {owner} must be an integer >= 10. Got {n_bootstrap!r} instead.")
+    check_int_at_least("n_bootstrap", owner, n_bootstrap, 10)
     return n_bootstrap
 
 

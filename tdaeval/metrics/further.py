@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
@@ -68,8 +68,7 @@ class FurtherTraining(Metric):
         self.mode, self.downweight = mode, downweight
         self.n_left_out, self.n_seeds, self.epochs, self.lr, self.batch_size = n_left_out, n_seeds, epochs, lr, batch_size
         self.subtract_mean, self.seed = subtract_mean, seed
-        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
-            raise ConfigError(f"The 'max_runs' parameter of {type(self).__name__} must be an integer >= 1. Got {max_runs!r} instead.")
+        check_int_at_least("max_runs", type(self).__name__, max_runs, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.max_runs, self.n_bootstrap = max_runs, n_bootstrap
 

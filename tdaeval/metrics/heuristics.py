@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import platform
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
 
 __all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
@@ -50,8 +49,7 @@ class ClassDetection(_Heuristic):
     def __init__(self, label: str | None = None, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
         if label not in LABELS:
             raise ConfigError(f"The 'label' parameter of class_detection must be chosen explicitly: one of {LABELS}. Got {label!r}.")
-        if isinstance(top_s, bool) or not isinstance(top_s, int) or top_s < 1:
-            raise ConfigError(f"The 'top_s' parameter of class_detection must be an integer >= 1. Got {top_s!r} instead.")
+        check_int_at_least("top_s", "class_detection", top_s, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.label, self.top_s, self.n_bootstrap, self.seed = label, top_s, n_bootstrap, seed
 
@@ -207,8 +205,7 @@ class SubclassDetection(_Heuristic):
     needs_model = False
 
     def __init__(self, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        if isinstance(top_s, bool) or not isinstance(top_s, int) or top_s < 1:
-            raise ConfigError(f"The 'top_s' parameter of subclass_detection must be an integer >= 1. Got {top_s!r} instead.")
+        check_int_at_least("top_s", "subclass_detection", top_s, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.top_s, self.n_bootstrap, self.seed = top_s, n_bootstrap, seed
 
@@ -308,8 +305,7 @@ class TopKCardinality(_Heuristic):
     needs_model = False
 
     def __init__(self, k: int = 5, n_bootstrap: int = 1000, seed: int = 0) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"The 'k' parameter of top_k_cardinality must be an integer >= 1. Got {k!r} instead.")
+        check_int_at_least("k", "top_k_cardinality", k, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.k, self.n_bootstrap, self.seed = k, n_bootstrap, seed
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import tdaeval.functional as F
 from tdaeval.attributors.base import Attribution
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["SeedReliability", "SeedRankStability"]
@@ -97,8 +97,7 @@ class SeedRankStability(_SeedMetric):
 
     def __init__(self, k: int = 10, n_bootstrap: int = 2000, seed: int = 0) -> None:
         super().__init__(n_bootstrap, seed)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"The 'k' parameter of SeedRankStability must be an integer >= 1. Got {k!r} instead.")
+        check_int_at_least("k", "SeedRankStability", k, 1)
         self.k = k
 
     def compute(self, scores: Any, truth: Any = None) -> MetricResult:

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from tdaeval.errors import ConfigError
 from tdaeval.metrics.base import MetricResult

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tdaeval.datasets import load_digits
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.nn import SeededDropout
 from tdaeval.task import Task, TrainRecipe
 
@@ -75,8 +75,7 @@ class DigitsTask(Task):
             raise ConfigError(f"The 'model' parameter of DigitsTask must be 'mlp' or 'logreg'. Got {model!r} instead.")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"The 'dropout' parameter of DigitsTask must be in [0, 1). Got {dropout!r} instead.")
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ConfigError(f"The 'hidden' parameter of DigitsTask must be an integer >= 1. Got {hidden!r} instead.")
+        check_int_at_least("hidden", "DigitsTask", hidden, 1)
         self.model = model
         self.hidden = hidden
         self.dropout = float(dropout)
