@@ -93,13 +93,7 @@ def quickstart(
     try:
         metric = LDS(n_subsets=subsets, alpha=alpha, n_seeds=seeds, seed=seed)
         task = DigitsTask(n_train=n_train, n_test=n_test)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(f"The output directory {str(out)!r} (--out) is not writable: {err.strerror or err}.") from err
+        _writable_dir(out)
         with _Progress() as progress:
             result = evaluate(
                 task, attributors=attributor or None, metrics=[metric], cache_dir=cache_dir, seed=seed, progress=progress
@@ -194,14 +188,12 @@ def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = 
 def _report_thresholds(suite: str, result) -> None:
     """Evaluate the suite's thresholds into ``result.checks`` for the reports (``run`` reports, ``check`` enforces)."""
     from tdaeval.suites.checks import evaluate_checks
-    from tdaeval.suites.config import load_suite
+    from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
     config, folder = load_suite(suite)
-    baseline = None
-    if config.baseline is not None:
-        path = Path(config.baseline) if folder is None else folder / config.baseline
-        baseline = SuiteResult.from_json(path) if path.exists() else None
+    path = suite_path(config.baseline, folder)
+    baseline = SuiteResult.from_json(path) if path is not None and path.exists() else None
     thresholds = config.thresholds
     if thresholds.max_regression is not None and baseline is None:
         thresholds = thresholds.model_copy(update={"max_regression": None})  # no baseline yet: floors only
@@ -315,13 +307,12 @@ def check(
 ) -> None:
     """Run a suite (or read --results) and enforce its thresholds: exit 0 all hold, 1 one failed."""
     from tdaeval.suites.checks import evaluate_checks
-    from tdaeval.suites.config import load_suite
+    from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
     def action():
         config, folder = load_suite(suite)
-        base_path = baseline if baseline is not None else (
-            None if config.baseline is None else (Path(config.baseline) if folder is None else folder / config.baseline))
+        base_path = baseline if baseline is not None else suite_path(config.baseline, folder)
         if config.thresholds.max_regression is not None and base_path is None:
             raise ConfigError(f"{suite}: thresholds.max_regression needs a baseline: set 'baseline' in the suite or pass --baseline.")
         base = SuiteResult.from_json(base_path) if base_path is not None else None
@@ -393,11 +384,10 @@ def _store(cache_dir: Optional[Path], suite: Optional[str]):
     from tdaeval.groundtruth.store import ArtifactStore
 
     if cache_dir is None and suite is not None:
-        from tdaeval.suites.config import load_suite
+        from tdaeval.suites.config import load_suite, suite_path
 
         config, folder = load_suite(suite)
-        if config.store is not None:
-            cache_dir = Path(config.store) if folder is None else folder / config.store
+        cache_dir = suite_path(config.store, folder)
     return ArtifactStore(cache_dir)
 
 

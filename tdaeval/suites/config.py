@@ -33,6 +33,7 @@ __all__ = [
     "load_suite",
     "parse_suite",
     "builtin_suites",
+    "suite_path",
     "SETTINGS",
 ]
 
@@ -178,19 +179,13 @@ class SuiteConfig(_Strict):
     @field_validator("attributors")
     @classmethod
     def _unique_labels(cls, value: list[AttributorSpec]) -> list[AttributorSpec]:
-        labels = [a.label for a in value]
-        duplicates = sorted({x for x in labels if labels.count(x) > 1})
-        if duplicates:
-            raise ValueError(f"attributor names must be unique; {duplicates} appear more than once (set 'name' to tell them apart)")
+        _require_unique([a.label for a in value], "attributor names", " (set 'name' to tell them apart)")
         return value
 
     @field_validator("metrics")
     @classmethod
     def _unique_metrics(cls, value: list[MetricSpec]) -> list[MetricSpec]:
-        names = [m.name for m in value]
-        duplicates = sorted({x for x in names if names.count(x) > 1})
-        if duplicates:
-            raise ValueError(f"metric names must be unique; {duplicates} appear more than once")
+        _require_unique([m.name for m in value], "metric names")
         return value
 
     # -- building the objects -------------------------------------------------
@@ -203,6 +198,12 @@ class SuiteConfig(_Strict):
         accepted = set(inspect.signature(cls.__init__).parameters) & set(cls.groundtruth_params)
         defaults = {k: v for k, v in self.groundtruth.model_dump().items() if v is not None and k in accepted}
         return {**defaults, **spec.params}
+
+
+def _require_unique(names: list[str], what: str, hint: str = "") -> None:
+    duplicates = sorted({x for x in names if names.count(x) > 1})
+    if duplicates:
+        raise ValueError(f"{what} must be unique; {duplicates} appear more than once{hint}")
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -311,6 +312,14 @@ def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
     if str(folder) not in sys.path:  # 'module:Name' next to the suite file imports, as pytest does for its rootdir
         sys.path.append(str(folder))
     return parse_suite(text, source=str(path), fmt=fmt), folder
+
+
+def suite_path(value: str | None, folder: Path | None) -> Path | None:
+    """A path written in a suite (``store``, ``baseline``, ``scores_dir``), relative to the suite file's
+    ``folder`` (to the working directory for built-in suites); None stays None."""
+    if value is None:
+        return None
+    return Path(value) if folder is None else folder / value
 
 
 # -- semantic checks: names resolve, parameters are accepted ------------------

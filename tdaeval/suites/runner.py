@@ -222,13 +222,7 @@ def evaluate(
         model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device, store=store)
         report("reference model", 1, 1)
 
-        truths = []
-        for metric in metric_objs:
-            stage = f"ground truth ({metric.name})"
-            kwargs = {"device": device, "executor": runner, "progress": lambda d, t, s=stage: report(s, d, t)}
-            if getattr(metric, "needs_model", False):  # gold standards of the explained model itself (further training)
-                kwargs = {"model": model, "device": device, "progress": kwargs["progress"]}
-            truths.append(metric.build_truth(task, store, **kwargs))
+        truths = [_build_truth(metric, task, store, model, device, runner, report) for metric in metric_objs]
 
         entries: list[Entry] = []
         for i, (name, attributor) in enumerate(resolved.items()):
@@ -295,6 +289,27 @@ def evaluate(
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
 
 
+def _build_truth(metric: Metric, task: Task, store: ArtifactStore, model: Any, device: str, executor: Executor, report: Progress) -> Any:
+    """``metric.build_truth`` with what it needs: the explained model (further training) or the executor."""
+    stage = f"ground truth ({metric.name})"
+    progress = lambda done, total: report(stage, done, total)  # noqa: E731
+    if getattr(metric, "needs_model", False):  # gold standards of the explained model itself
+        return metric.build_truth(task, store, model=model, device=device, progress=progress)
+    return metric.build_truth(task, store, device=device, executor=executor, progress=progress)
+
+
+def _load_suite(suite: Any, owner: str) -> tuple[Any, Path | None, str]:
+    """``(config, folder, source)`` from a SuiteConfig, a suite file or a built-in suite name."""
+    from tdaeval.suites.config import SuiteConfig, load_suite
+
+    if isinstance(suite, SuiteConfig):
+        return suite, None, "<suite>"
+    if isinstance(suite, (str, Path)):
+        config, folder = load_suite(suite)
+        return config, folder, str(suite)
+    raise ConfigError(f"The 'suite' parameter of {owner} must be a SuiteConfig or a path. Got {type(suite).__name__}.")
+
+
 def run_suite(
     suite: Any,
     *,
@@ -320,19 +335,10 @@ def run_suite(
     SuiteResult
         With the suite (every key, defaults filled in) in ``provenance["suite"]``.
     """
-    from tdaeval.suites.config import SuiteConfig, build_attributors, build_metrics, build_task, load_suite
+    from tdaeval.suites.config import build_attributors, build_metrics, build_task, suite_path
 
-    folder: Path | None = None
-    source = "<suite>"
-    if isinstance(suite, SuiteConfig):
-        config = suite
-    elif isinstance(suite, (str, Path)):
-        source = str(suite)
-        config, folder = load_suite(suite)
-    else:
-        raise ConfigError(f"The 'suite' parameter of run_suite must be a SuiteConfig or a path. Got {type(suite).__name__}.")
-    if cache_dir is None and config.store is not None:
-        cache_dir = Path(config.store) if folder is None else folder / config.store
+    config, folder, source = _load_suite(suite, "run_suite")
+    cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
     task = build_task(config, source)
     result = evaluate(
         task,
@@ -346,7 +352,7 @@ def run_suite(
         on_error="record",
         progress=progress,
         score_chunk=config.score_chunk,
-        scores_dir=None if config.scores_dir is None else (Path(config.scores_dir) if folder is None else folder / config.scores_dir),
+        scores_dir=suite_path(config.scores_dir, folder),
     )
     result.provenance["suite"] = config.model_dump(mode="json")
     result.provenance["suite_file"] = str(Path(source).resolve()) if folder is not None else source
@@ -386,19 +392,12 @@ def build_groundtruth(
         and ``note``.
     """
     from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
-    from tdaeval.suites.config import SuiteConfig, build_metrics, build_task, load_suite
+    from tdaeval.suites.config import build_metrics, build_task, suite_path
 
-    folder: Path | None = None
-    source = "<suite>"
-    if isinstance(suite, SuiteConfig):
-        config = suite
-    else:
-        source = str(suite)
-        config, folder = load_suite(suite)
+    config, folder, source = _load_suite(suite, "build_groundtruth")
     if isinstance(shard, str):
         shard = Shard.parse(shard)
-    if cache_dir is None and config.store is not None:
-        cache_dir = Path(config.store) if folder is None else folder / config.store
+    cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
     task = build_task(config, source)
     metrics = build_metrics(config, source)
     store = ArtifactStore(cache_dir)
@@ -410,13 +409,9 @@ def build_groundtruth(
     rows = []
     try:
         for metric in metrics:
-            stage = f"ground truth ({metric.name})"
-            kwargs: dict[str, Any] = {"device": config.device, "executor": runner, "progress": lambda d, t, s=stage: report(s, d, t)}
-            if getattr(metric, "needs_model", False):
-                kwargs = {"model": model, "device": config.device, "progress": kwargs["progress"]}
             with build_mode(shard=shard, plan_only=plan_only) as mode:
                 try:
-                    metric.build_truth(task, store, **kwargs)
+                    _build_truth(metric, task, store, model, config.device, runner, report)
                 except IncompleteGroundTruth:
                     pass
             total = {k: sum(c[k] for c in mode.counts) for k in ("jobs", "stored", "trained", "missing")}
