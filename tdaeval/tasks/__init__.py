@@ -6,12 +6,13 @@ from typing import Any
 
 from tdaeval.errors import ConfigError
 from tdaeval.task import Task
-from tdaeval.tasks.digits import DigitsTask, margin
+from tdaeval.tasks.classification import ClassificationTask, margin
+from tdaeval.tasks.digits import DigitsTask
 from tdaeval.tasks.controlled import with_flipped_labels, with_grouped_labels, with_mixed_dataset, with_shortcut
 from tdaeval.tasks.linear import LinearRegressionTask
 from tdaeval.tasks.synthetic import SyntheticTask
 
-__all__ = ["DigitsTask", "LinearRegressionTask", "SyntheticTask", "margin", "get_task", "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
+__all__ = ["ClassificationTask", "DigitsTask", "LinearRegressionTask", "SyntheticTask", "margin", "get_task", "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
 
 TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "linear_regression": LinearRegressionTask, "synthetic": SyntheticTask}
 

@@ -5,39 +5,18 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from tdaeval.datasets import load_digits
 from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.nn import SeededDropout
-from tdaeval.task import Task, TrainRecipe
+from tdaeval.task import TrainRecipe
+from tdaeval.tasks.classification import ClassificationTask
 
-__all__ = ["DigitsTask", "margin"]
-
-
-def margin(logits: Tensor, targets: Tensor) -> Tensor:
-    """Correct-class margin ``logit_y - logsumexp_{k != y} logit_k``.
-
-    Parameters
-    ----------
-    logits : Tensor
-        ``[n, C]``.
-    targets : Tensor
-        ``[n]`` int64 class ids.
-
-    Returns
-    -------
-    Tensor
-        ``[n]``; higher is better.
-    """
-    correct = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
-    is_target = torch.arange(logits.shape[1], device=logits.device) == targets.unsqueeze(1)
-    others = logits.masked_fill(is_target, float("-inf"))
-    return correct - torch.logsumexp(others, dim=1)
+__all__ = ["DigitsTask"]
 
 
-class DigitsTask(Task):
+class DigitsTask(ClassificationTask):
     """10-class digits (scikit-learn's bundled set), an MLP or logistic regression.
 
     Parameters
@@ -58,8 +37,6 @@ class DigitsTask(Task):
     """
 
     name = "digits"
-    higher_is_better = True
-    measurement_name = "margin"
 
     def __init__(
         self,
@@ -107,14 +84,3 @@ class DigitsTask(Task):
                 SeededDropout(self.dropout),
                 nn.Linear(self.hidden, 10),
             )
-
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(outputs, targets, reduction="none")
-
-    def measurement(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return margin(outputs, targets)
-
-    def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
-        """Labels drawn from the model's predictive distribution ``softmax(outputs)`` (for the Fisher)."""
-        probs = torch.softmax(outputs.detach().double(), dim=1).cpu()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)

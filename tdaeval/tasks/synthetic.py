@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.task import Task, TrainRecipe
-from tdaeval.tasks.digits import margin
+from tdaeval.task import TrainRecipe
+from tdaeval.tasks.classification import ClassificationTask
 
 __all__ = ["SyntheticTask"]
 
 
-class SyntheticTask(Task):
+class SyntheticTask(ClassificationTask):
     """``n_classes`` Gaussian clusters in ``n_features`` dimensions, explained by logistic regression.
 
     Class means are drawn from ``N(0, separation² I)``, points from
@@ -39,8 +38,6 @@ class SyntheticTask(Task):
     """
 
     name = "synthetic"
-    higher_is_better = True
-    measurement_name = "margin"
 
     def __init__(
         self,
@@ -81,14 +78,3 @@ class SyntheticTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             return nn.Sequential(nn.Linear(self.n_features, self.n_classes))
-
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(outputs, targets, reduction="none")
-
-    def measurement(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return margin(outputs, targets)
-
-    def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
-        """Labels drawn from ``softmax(outputs)`` (for the Fisher)."""
-        probs = torch.softmax(outputs.detach().double(), dim=1).cpu()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -11,7 +11,7 @@ What the adapter hands over to ``traker``:
   (``task.measurement_name == "margin"``, e.g. :class:`~tdaeval.tasks.DigitsTask`)
   traker's built-in ``ImageClassificationModelOutput`` is used: its output
   ``logit_y − logsumexp_{k≠y} logit_k`` is exactly our
-  :func:`~tdaeval.tasks.digits.margin`, and its ``Q = 1 − p_y`` is
+  :func:`~tdaeval.tasks.margin`, and its ``Q = 1 − p_y`` is
   ``sigmoid(−margin)``, as in the built-in ``trak``. Other tasks (or
   ``model_output="measurement"``) get an ``AbstractModelOutput`` subclass
   built from ``task.measurement`` with ``Q = 1``.
