@@ -241,7 +241,7 @@ class RayExecutor(Executor):
         self.threads_per_job = threads_per_job or max(1, int(num_cpus_per_job))
         self._started = False
         self._remote = None
-        self._task_refs: dict[int, Any] = {}
+        self._task_ref: tuple[Task, Any] | None = None  # the task last put in Ray's object store, and its reference
 
     def _ray(self) -> Any:
         try:
@@ -265,15 +265,15 @@ class RayExecutor(Executor):
 
     def submit(self, task: Task, batch: Sequence[TrainJob]) -> Future:
         ray = self._ray()
-        if id(task) not in self._task_refs:
-            self._task_refs = {id(task): ray.put(task)}
+        if self._task_ref is None or self._task_ref[0] is not task:
+            self._task_ref = (task, ray.put(task))
         ref = self._remote.options(num_cpus=self.num_cpus_per_job, num_gpus=self.num_gpus_per_job).remote(
-            self._task_refs[id(task)], [j.indices for j in batch], [j.seed for j in batch], self.device, self.threads_per_job
+            self._task_ref[1], [j.indices for j in batch], [j.seed for j in batch], self.device, self.threads_per_job
         )
         return ref.future()
 
     def shutdown(self) -> None:
-        self._task_refs = {}
+        self._task_ref = None
         if self._started:
             import ray
 
