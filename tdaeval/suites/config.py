@@ -12,6 +12,7 @@ import copy
 import importlib
 import inspect
 import math
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,31 @@ __all__ = [
 
 #: Controlled settings a suite can apply to its task (``task.setting``), see :mod:`tdaeval.tasks.controlled`.
 SETTINGS = ("flipped_labels", "grouped_labels", "shortcut", "mixed_dataset")
+
+#: Largest seed a suite may give: seeds are unsigned 32-bit integers (as numpy's), so every
+#: seed derived from them by addition stays within what torch's generators accept.
+MAX_SEED = 2**32 - 1
+#: Upper bounds on the counts a suite may ask for; each is far beyond any feasible run, and
+#: checked at validation so that no run starts an allocation or a loop it cannot finish.
+MAX_SUBSETS = 1_000_000
+MAX_SEEDS = 10_000
+MAX_CHECKPOINTS = 10_000
+MAX_CHUNK = 2**31 - 1
+
+#: ``module:attribute`` with dotted Python identifiers on both sides (no paths, no empty parts).
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _check_import_path(value: str, key: str) -> str:
+    if not IMPORT_PATH.fullmatch(value):
+        raise ValueError(f"'{key}' must look like 'package.module:Name' (dotted Python names, no file paths); got {value!r}")
+    return value
+
+
+def _check_path_text(value: str | None, key: str) -> str | None:
+    if value is not None and (value == "" or "\x00" in value):
+        raise ValueError(f"'{key}' must be a non-empty path without NUL bytes; got {value!r}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -69,8 +95,11 @@ class TaskSpec(_Strict):
     def _one_source(self) -> "TaskSpec":
         if (self.name is None) == (self.factory is None):
             raise ValueError("give exactly one of 'name' (a built-in task) or 'factory' ('module:function')")
-        if self.factory is not None and ":" not in self.factory:
-            raise ValueError(f"'factory' must look like 'module:function'; got {self.factory!r}")
+        if self.factory is not None:
+            _check_import_path(self.factory, "factory")
+        if self.name is not None and "recipe" in self.params and not isinstance(self.params["recipe"], dict):
+            raise ValueError("'params.recipe' must be a mapping of training-recipe fields (epochs, batch_size, lr, "
+                             f"momentum, weight_decay); got {self.params['recipe']!r}")
         return self
 
 
@@ -85,6 +114,12 @@ class AttributorSpec(_Strict):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"use": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _import_path(self) -> "AttributorSpec":
+        if ":" in self.use:
+            _check_import_path(self.use, "use")
+        return self
 
     @property
     def label(self) -> str:
@@ -114,10 +149,10 @@ class GroundTruthSpec(_Strict):
     left alone.
     """
 
-    n_subsets: int | None = Field(default=None, ge=2)
+    n_subsets: int | None = Field(default=None, ge=2, le=MAX_SUBSETS)
     alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
-    n_seeds: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0)
+    n_seeds: int | None = Field(default=None, ge=1, le=MAX_SEEDS)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
 
 
 class RankingSpec(_Strict):
@@ -168,13 +203,18 @@ class SuiteConfig(_Strict):
     store: str | None = None
     executor: str | dict[str, Any] = "local"
     device: str = "cpu"
-    seed: int = Field(default=0, ge=0)
-    n_checkpoints: int = Field(default=5, ge=1)
-    score_chunk: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    n_checkpoints: int = Field(default=5, ge=1, le=MAX_CHECKPOINTS)
+    score_chunk: int | None = Field(default=None, ge=1, le=MAX_CHUNK)
     scores_dir: str | None = None
     ranking: RankingSpec = Field(default_factory=RankingSpec)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
     baseline: str | None = None
+
+    @field_validator("store", "scores_dir", "baseline")
+    @classmethod
+    def _paths(cls, value: str | None, info: Any) -> str | None:
+        return _check_path_text(value, info.field_name)
 
     @field_validator("attributors")
     @classmethod
@@ -325,8 +365,25 @@ def _parse_text(text: str, source: str, fmt: str) -> Any:
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{source}: the document is nested too deeply; a suite is far shallower.") from None
+    except ValueError as err:  # e.g. an integer of thousands of digits (Python's int-conversion limit)
+        raise ConfigError(f"{source}: not a usable YAML value: {str(err).splitlines()[0]}") from None
     finally:
         loader.dispose()
+
+
+def _check_text(data: Any, source: str, path: tuple[Any, ...] = ()) -> None:
+    """Raise ConfigError naming the key path of any text that is not valid Unicode (a lone surrogate
+    cannot be written to a report or a file name)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        for part in (key, value):
+            if isinstance(part, str):
+                try:
+                    part.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ConfigError(f"{source}: {_loc((*path, key))}: text is not valid Unicode "
+                                      f"(lone surrogate); got {part!r}.") from None
+        _check_text(value, source, (*path, key))
 
 
 def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bool = True) -> SuiteConfig:
@@ -352,6 +409,7 @@ def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bo
     data = _parse_text(text, source, fmt)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite must be a mapping with keys such as 'task', 'attributors', 'metrics'; got {type(data).__name__}.")
+    _check_text(data, source)
     try:
         config = SuiteConfig.model_validate(data)
     except ValidationError as err:
@@ -455,20 +513,53 @@ def build_metrics(config: SuiteConfig, source: str = "<suite>") -> list[Any]:
     out = []
     for i, spec in enumerate(config.metrics):
         _wrap(lambda: metric_class(spec.name), source, f"metrics.{i}.name")
+        _check_groundtruth_bounds(spec.params, source, f"metrics.{i}.params")
         out.append(_wrap(lambda: get_metric(spec.name, **config.metric_params(i)), source, f"metrics.{i}.params"))
     return out
+
+
+def _check_groundtruth_bounds(params: dict[str, Any], source: str, where: str) -> None:
+    """A metric's own ground-truth parameters (``n_subsets``, ``n_seeds``, ``seed``) within the suite bounds."""
+    bounds = {"n_subsets": MAX_SUBSETS, "n_seeds": MAX_SEEDS, "seed": MAX_SEED}
+    for key, high in bounds.items():
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > high:
+            raise ConfigError(f"{source}: {where}.{key}: must be <= {high:,} (got {value!r}).")
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here, else ConfigError saying what is available.
+
+    Accepts ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N below the number of visible GPUs) and ``"mps"``.
+    """
+    import torch
+
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        available.append("mps")
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|cuda(:\d{1,4})?", device):
+        raise ConfigError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}.")
+    if device not in available:
+        raise ConfigError(f"device: {device!r} is not available on this machine (available: {', '.join(available)}).")
+    return device
 
 
 def check_suite(config: SuiteConfig, source: str = "<suite>") -> None:
     """Raise ConfigError (file + key path) unless every name and parameter in the suite resolves."""
     from tdaeval.groundtruth.executors import get_executor
 
-    build_task(config, source)
+    task = build_task(config, source)
+    _wrap(lambda: task.build_model(config.seed), source, "task.params")  # sizes a run could not allocate fail here
     build_attributors(config, source)
     build_metrics(config, source)
+    try:
+        check_device(config.device)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     _wrap(lambda: get_executor(config.executor, device=config.device), source, "executor")
-    if config.device != "cpu" and not config.device.startswith(("cuda", "mps")):
-        raise ConfigError(f"{source}: device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {config.device!r}.")
     labels = {a.label for a in config.attributors}
     metrics = {m.name for m in config.metrics}
     for i, floor in enumerate(config.thresholds.floors):
@@ -483,8 +574,11 @@ def _import(path: str, source: str, where: str) -> Any:
     try:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
-    except ImportError as err:
-        raise ConfigError(f"{source}: {where}: cannot import module {module_name!r}: {err}.") from None
+    except (ImportError, ValueError, TypeError) as err:
+        from tdaeval._imports import import_failure
+
+        reason = import_failure(module_name, err) if isinstance(err, ImportError) else str(err).splitlines()[0]
+        raise ConfigError(f"{source}: {where}: cannot import module {module_name!r}: {reason}.") from None
     except AttributeError:
         raise ConfigError(f"{source}: {where}: module {module_name!r} has no attribute {attr!r}.") from None
 
@@ -494,5 +588,15 @@ def _wrap(build: Any, source: str, where: str) -> Any:
         return build()
     except TdaevalError as err:
         raise ConfigError(f"{source}: {where}: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: {where}: {type(err).__name__}: {err}") from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{source}: {where}: {type(err).__name__}: {_first_line(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: {where}: nested too deeply to build.") from None
+    except (MemoryError, RuntimeError) as err:  # e.g. sizes that cannot be allocated; torch's C++ trace is cut
+        raise ConfigError(f"{source}: {where}: cannot be built here: {type(err).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (torch appends C++ stack traces to some)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
