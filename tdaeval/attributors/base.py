@@ -346,14 +346,17 @@ def validate_scores(scores: Any, n_test: int, n_train: int, attributor: str) -> 
         )
     if not torch.is_floating_point(scores):
         raise AttributorError(f"Attributor {attributor!r} returned scores of dtype {scores.dtype}; expected a floating dtype.")
-    scores = scores.detach()
+    original = scores.detach()
+    scores = original.to("cpu", torch.float32)  # checked after the cast: finite float64 beyond ±3.4e38 becomes inf
     finite = torch.isfinite(scores)
     if not bool(finite.all()):
         bad = int((~finite).sum())
+        overflow = int((~finite & torch.isfinite(original).cpu()).sum()) if original.dtype != torch.float32 else 0
+        detail = f"; {overflow} of them finite in {original.dtype} but beyond float32's range (±3.4e38): rescale the scores" if overflow else ""
         raise AttributorError(
-            f"Attributor {attributor!r} returned {bad} non-finite score(s) (NaN or inf) out of {scores.numel()}."
+            f"Attributor {attributor!r} returned {bad} non-finite score(s) (NaN or inf) out of {scores.numel()}{detail}."
         )
-    return scores.to("cpu", torch.float32)
+    return scores
 
 
 def validate_attribution(result: Attribution, n_test: int, n_train: int, attributor: str) -> Attribution:
