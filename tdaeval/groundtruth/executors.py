@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval.groundtruth._procs import exit_with_parent
 from tdaeval.groundtruth.jobs import TrainJob
 from tdaeval.task import Task
 
@@ -147,7 +148,8 @@ class ProcessExecutor(Executor):
     -----
     The task is sent to the workers, so it must be picklable (built-in tasks
     are; a user's task must be importable). When a worker dies, the pool is
-    restarted once and the unfinished batches are submitted again.
+    restarted once and the unfinished batches are submitted again. When the
+    driver dies (even by ``kill -9``), every worker exits within a second.
     """
 
     name = "process"
@@ -161,7 +163,12 @@ class ProcessExecutor(Executor):
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,  # a driver killed with kill -9 leaves no worker behind
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     def submit(self, task: Task, batch: Sequence[TrainJob]) -> Future:

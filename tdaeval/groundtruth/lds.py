@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,10 +19,18 @@ from tdaeval.task import Task
 
 __all__ = ["LDSSpec", "LDSGroundTruth", "subset_masks", "lds_jobs", "build_lds_groundtruth", "run_jobs"]
 
+#: How often a run waiting for jobs that another live run claimed looks for their results.
+CLAIM_POLL_SECONDS = 0.5
+
+
+def _poll_wait() -> None:
+    """Pause between two looks for the results of jobs that another run claimed."""
+    time.sleep(CLAIM_POLL_SECONDS)
+
 
 @dataclass(frozen=True)
 class LDSSpec:
-    """What to retrain for LDS (METHODS.md §1).
+    """What to retrain for LDS (docs: Methods §1).
 
     Attributes
     ----------
@@ -127,10 +136,16 @@ def run_jobs(
     are trained (or none, when planning), and a build that stays incomplete
     raises :class:`~tdaeval.groundtruth.sharding.IncompleteGroundTruth`.
 
+    Runs on one store share the work: a run claims each missing job just
+    before training it (:meth:`~tdaeval.groundtruth.store.ArtifactStore.claim`),
+    trains other jobs first when a live run holds one, then waits for the
+    claimed jobs' results (polling every ``CLAIM_POLL_SECONDS``) and trains
+    them itself when the claim is released without a result or goes stale.
+
     Returns
     -------
     tuple
-        The results by key, the number reused and the number trained.
+        The results by key, the number reused and the number trained (by this run).
     """
     unique = list({job.key: job for job in jobs}.values())
     results: dict[str, Tensor] = {}
@@ -144,18 +159,61 @@ def run_jobs(
     mode = current_mode()
     mine = [job for job in unique if mode is None or mode.owns(job.key)]
     runner = get_executor(executor, device=device)
-    batches = [b for b in plan_batches(mine, runner.max_models) if any(job.key not in results for job in b)]
+    pending = [b for b in plan_batches(mine, runner.max_models) if any(job.key not in results for job in b)]
+    if pending:
+        store.check_writable("train missing jobs")  # before any training, not after the first batch
     trained = 0
+
+    def collect(job: TrainJob) -> bool:
+        """Load ``job`` if another run stored it meanwhile."""
+        if store.has(job.key):
+            stored = store.load(job.key, job.spec)
+            if stored is not None and stored.get("outputs") is not None and stored["outputs"].shape == (task.n_test,):
+                results[job.key] = stored["outputs"]
+        return job.key in results
+
+    def claimed(batches: list[list[TrainJob]], blocked: list[list[TrainJob]]) -> Iterator[list[TrainJob]]:
+        """The batches this run claimed, each claimed just before the executor takes it (lazily for ``local``)."""
+        for batch in batches:
+            missing = [job for job in batch if job.key not in results and not collect(job)]
+            taken = []
+            for job in missing:
+                if not store.claim(job.key):
+                    break
+                taken.append(job)
+            if len(taken) < len(missing):  # a live run trains some of it: other batches first, this one later
+                for job in taken:
+                    store.release(job.key)
+                blocked.append(batch)
+                continue
+            for job in taken:  # stored between our look and our claim
+                if collect(job):
+                    store.release(job.key)
+            if any(job.key not in results for job in batch):
+                yield batch  # trained whole, as in a fresh run: same company, same numbers
+
     try:
-        for batch, measurements in runner.map(task, batches):
-            for job, row in zip(batch, measurements):
-                if job.key not in results:
-                    store.save(job.key, job.spec, {"outputs": row.clone()})
-                    results[job.key] = row.clone()
-                    trained += 1
-            if progress:
+        while pending:
+            blocked: list[list[TrainJob]] = []
+            ran = False
+            for batch, measurements in runner.map(task, claimed(pending, blocked)):
+                ran = True
+                for job, row in zip(batch, measurements):
+                    if job.key not in results:
+                        store.save(job.key, job.spec, {"outputs": row.clone()})
+                        results[job.key] = row.clone()
+                        store.release(job.key)
+                        trained += 1
+                if progress:
+                    progress(len(results), len(unique))
+            pending = [b for b in blocked if not all(job.key in results or collect(job) for job in b)]
+            if pending and not ran:
+                _poll_wait()  # every remaining job is claimed by a live run: wait for its results
+            if progress and blocked:
                 progress(len(results), len(unique))
     finally:
+        for job in mine:
+            store.release(job.key)
         if not isinstance(executor, Executor):
             runner.shutdown()
     missing = len(unique) - len(results)
