@@ -35,7 +35,41 @@ from tdaeval.nn import (
 )
 from tdaeval.task import Task, TrainRecipe
 
-__all__ = ["Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs"]
+__all__ = [
+    "Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs",
+    "set_training_seed", "training_seed",
+]
+
+#: Attribute under which a trained model carries the seed of the run that produced it.
+TRAINING_SEED_ATTRIBUTE = "tdaeval_training_seed"
+
+
+def set_training_seed(model: nn.Module, seed: int) -> nn.Module:
+    """Record on ``model`` the seed of the training run that produced it (kept by ``copy.deepcopy``).
+
+    Attributors whose output is random by design (``random``) derive their
+    randomness from it, so that models of different seeds get different draws.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (tagged in place).
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+    """
+    setattr(model, TRAINING_SEED_ATTRIBUTE, int(seed))
+    return model
+
+
+def training_seed(model: nn.Module) -> int | None:
+    """The seed recorded by :func:`set_training_seed` (``train_model``, ``train_reference``, ``seed_posterior``), or None."""
+    value = getattr(model, TRAINING_SEED_ATTRIBUTE, None)
+    return None if value is None else int(value)
 
 
 @dataclass
@@ -144,6 +178,7 @@ def train_model(
             checkpoints.append(Checkpoint(epoch=epoch + 1, lr=recipe.lr, params=params))
     unseed_dropout(model)
     model.eval()
+    set_training_seed(model, int(seed))
     return TrainRun(model=model, checkpoints=checkpoints, seed=int(seed))
 
 

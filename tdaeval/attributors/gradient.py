@@ -45,6 +45,45 @@ __all__ = [
 ]
 
 
+def aligned_params(model: nn.Module, params: dict[str, Tensor] | None = None, subset: bool = False) -> dict[str, Tensor]:
+    """``params`` (default: the model's own) keyed and ordered as ``model.named_parameters()``.
+
+    Checkpoint parameters may come in any key order (a store hands them back
+    sorted); anything that flattens them must follow the model's order, or
+    weight blocks are paired with the wrong ones.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Fixes the names and their order.
+    params : dict of str to Tensor, optional
+        Exactly the model's parameter names, in any order (with ``subset``:
+        some of them, the rest held at the model's values).
+    subset : bool
+        Allow ``params`` to name only some of the model's parameters.
+
+    Returns
+    -------
+    dict of str to Tensor
+        The same tensors, in ``named_parameters`` order.
+
+    Raises
+    ------
+    AttributorError
+        When ``params`` lacks one of the model's parameters or has one the model does not.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    if params is None:
+        return dict(model.named_parameters())
+    keys = set(params) if isinstance(params, dict) else set()
+    if not isinstance(params, dict) or (keys - set(names)) or (not subset and keys != set(names)):
+        raise AttributorError(
+            f"Checkpoint parameters must be a dict with exactly the model's parameters; missing "
+            f"{sorted(set(names) - keys)[:5]}, unexpected {sorted(keys - set(names))[:5]}."
+        )
+    return {name: params[name] for name in names if name in keys}
+
+
 def per_sample_grads(
     model: nn.Module,
     objective,
@@ -77,7 +116,8 @@ def per_sample_grads(
         ``[n, n_params]`` float32, parameters in ``named_parameters`` order.
     """
     device = device or next(iter(model.parameters())).device
-    params = {k: v.detach().to(device) for k, v in (params or dict(model.named_parameters())).items()}
+    params = aligned_params(model, params, subset=True)  # a subset differentiates those parameters only
+    params = {k: v.detach().to(device) for k, v in params.items()}
     buffers = {k: v.detach().to(device) for k, v in model.named_buffers()}
 
     def one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:

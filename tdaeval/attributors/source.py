@@ -32,7 +32,7 @@ from torch import Tensor
 from tdaeval.attributors._linear import factored_layers
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.ekfac import EKFACFactors, apply_ekfac_spectral, fit_ekfac
-from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
+from tdaeval.attributors.gradient import aligned_params, test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
 
@@ -178,7 +178,11 @@ class Source(Attributor):
                 )
             lr = float(np.mean([c.lr for c in members]))
             scale = lr / (1.0 - momentum) * (last_epoch - previous_epoch) * steps
-            params = [c.params for c in members]
+            # by name, in the model's order: checkpoints restored from a store come in its key order
+            try:
+                params = [aligned_params(self.model_, c.params) for c in members]
+            except AttributorError as err:
+                raise AttributorError(f"Attributor {self.display_name!r}: {err}") from None
             if self._average_weights:
                 params = [{k: torch.stack([p[k] for p in params]).mean(0) for k in params[0]}]
             models = [self._model_at(p) for p in params]

@@ -1,4 +1,4 @@
-"""Seed-noise reliability of an attributor's scores (Nguyen, Seo, Oh 2023; METHODS.md §4).
+"""Seed-noise reliability of an attributor's scores (Nguyen, Seo, Oh 2023; docs: Methods §4).
 
 Both metrics read an :class:`~tdaeval.attributors.Attribution` with its
 per-seed samples, as :class:`~tdaeval.attributors.seeds.SeedPosterior`
@@ -46,13 +46,22 @@ class SeedReliability(_SeedMetric):
 
     Per test point, the fraction of its training points with ``p < alpha``;
     the value is the mean over test points (the overall fraction) with a
-    bootstrap CI over test points. The provenance adds the mean p-value, the
-    number of seeds and the test used.
+    bootstrap CI over test points. The p-values come from the seed samples
+    with the metric's ``test`` (the posterior's own p-values when it used the
+    same test). The provenance adds the mean p-value, the number of seeds,
+    the test in words under ``"test"`` and its code under ``"test_code"``.
 
     Parameters
     ----------
     alpha : float
         Significance level in (0, 1).
+    test : {"t", "snr"}
+        ``"t"`` (default): the one-sample t-test over seeds, calibrated (under
+        zero effect about ``alpha`` of the pairs read as reliable);
+        ``"snr"``: the paper's signal-to-noise test, to reproduce the paper
+        (not calibrated: it calls far fewer pairs reliable than ``alpha``
+        under the null, so its fraction is not a false-positive rate). See
+        :func:`tdaeval.attributors.seeds.seed_statistics`.
     n_bootstrap, seed : int
         Bootstrap resamples and their seed.
     """
@@ -61,18 +70,26 @@ class SeedReliability(_SeedMetric):
     higher_is_better = True
     bounds = (0.0, 1.0)
 
-    def __init__(self, alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0) -> None:
+    def __init__(self, alpha: float = 0.05, test: str = "t", n_bootstrap: int = 2000, seed: int = 0) -> None:
+        from tdaeval.attributors.seeds import TESTS
+
         super().__init__(n_bootstrap, seed)
         if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
             raise ConfigError(f"The 'alpha' parameter of SeedReliability must be in (0, 1). Got {alpha!r} instead.")
-        self.alpha = float(alpha)
+        if test not in TESTS:
+            raise ConfigError(f"The 'test' parameter of SeedReliability must be one of {TESTS}. Got {test!r} instead.")
+        self.alpha, self.test = float(alpha), test
 
     def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+        from tdaeval.attributors.seeds import describe_test, seed_statistics
+
         result = _attribution(scores, self.name)
-        per_test = (result.p_value < self.alpha).double().mean(dim=1)
+        p_value = result.p_value if result.test == self.test else seed_statistics(result.samples, self.test)[2]
+        per_test = (p_value < self.alpha).double().mean(dim=1)
         return self._bootstrap_result(per_test, {
-            "kind": "seed_noise", "alpha": self.alpha, "n_seeds": result.n_samples, "test": result.test,
-            "mean_p": float(result.p_value.double().mean()),
+            "kind": "seed_noise", "alpha": self.alpha, "n_seeds": result.n_samples,
+            "test": describe_test(self.test), "test_code": self.test,
+            "mean_p": float(p_value.double().mean()),
         })
 
 

@@ -37,7 +37,7 @@ def test_statistics_of_constant_pairs_and_bad_input():
     stack = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]], [[1.0, 0.0]]])
     _, std, p_value = seed_statistics(stack)
     assert torch.equal(std, torch.zeros(1, 2, dtype=torch.float64))
-    assert p_value.tolist() == [[0.0, 1.0]]  # a constant nonzero score is certain; a constant zero is not evidence
+    assert p_value.tolist() == [[1.0, 1.0]]  # identical samples: no estimate of the noise, never "reliable"
     with pytest.raises(ConfigError, match="at least 2 seeds"):
         seed_statistics(torch.zeros(1, 2, 2))
     with pytest.raises(ConfigError, match="'test'"):
@@ -58,8 +58,8 @@ def test_posterior_equals_statistics_over_independently_trained_seeds(mlp_task):
     stack = torch.stack(rows).numpy()
     np.testing.assert_allclose(result.mean.numpy(), stack.mean(0), rtol=1e-3, atol=1e-4 * np.abs(stack).max())
     np.testing.assert_allclose(result.std.numpy(), stack.std(0, ddof=1), rtol=1e-2, atol=1e-3 * np.abs(stack).max())
-    expected = torch.tensor(2 * stats.norm.sf(np.abs(stack.mean(0) / stack.std(0, ddof=1))), dtype=torch.float32)
-    assert (result.p_value - expected).abs().max() < 1e-3
+    expected = torch.tensor(stats.ttest_1samp(stack, 0.0, axis=0).pvalue, dtype=torch.float32)  # default: t-test
+    assert result.test == "t" and (result.p_value - expected).abs().max() < 1e-3
     assert torch.equal(result.reliable(0.05), result.p_value < 0.05)
     assert posterior.cost_["members"] == 3 and posterior.cost_["training_seconds"] > 0
     with pytest.raises(ConfigError, match="'alpha'"):

@@ -13,13 +13,13 @@ from tdaeval.metrics import SeedRankStability, SeedReliability
 def _posterior(rng, n_seeds=6):
     signal = torch.randn(1, 8, 40, generator=rng, dtype=torch.float64) * torch.linspace(0, 3, 40, dtype=torch.float64)
     stack = signal + torch.randn(n_seeds, 8, 40, generator=rng, dtype=torch.float64)
-    mean, std, p = seed_statistics(stack)
+    mean, std, p = seed_statistics(stack, "snr")
     return stack, Attribution(mean.float(), std.float(), n_seeds, p.float(), "snr", stack.float())
 
 
 def test_reliability_equals_a_direct_scipy_computation(rng):
     stack, attribution = _posterior(rng)
-    result = SeedReliability(alpha=0.05).compute(attribution)
+    result = SeedReliability(alpha=0.05, test="snr").compute(attribution)
     array = stack.numpy()
     p = 2 * stats.norm.sf(np.abs(array.mean(0) / array.std(0, ddof=1)))
     np.testing.assert_allclose(result.per_example.numpy(), (p < 0.05).mean(1), atol=1e-12)
