@@ -2,7 +2,7 @@
 
 A task owns its data, builds a model from a seed, trains it on a subset of the
 training indices with a seed, and defines the measurement ``f(z; θ)`` whose
-changes attributors explain (METHODS.md §0).
+changes attributors explain (docs: Methods §0).
 """
 
 from __future__ import annotations
@@ -138,7 +138,14 @@ class Task(ABC):
         return torch.cat(values)
 
     def fingerprint(self) -> str:
-        """sha256 over the task's class, config, recipe and data; part of every cache key."""
+        """sha256 over the task's class, config, recipe and data; part of every cache key.
+
+        Computed on every call, never cached on the task, so a copy with
+        swapped data (the controlled settings) cannot keep the original's.
+        The data digests it hashes are cached on the :class:`~tdaeval.datasets.Data` objects,
+        which notice in-place torch writes (see there); so a call
+        costs a JSON hash, not a pass over the data.
+        """
         return sha256_json(
             {
                 "task": f"{type(self).__module__}.{type(self).__qualname__}",

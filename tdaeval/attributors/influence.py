@@ -22,7 +22,7 @@ from tdaeval.attributors.ekfac import apply_ekfac_inverse, fit_ekfac
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError, ConvergenceWarning, check_int_at_least
 from tdaeval.functional.linalg import block_conjugate_gradient, conjugate_gradient, lanczos_eigenpairs, lissa
 
 __all__ = ["Influence"]
@@ -49,12 +49,20 @@ class Influence(Attributor):
         Gauss–Newton matrix (positive semi-definite, as in the paper; it equals
         the Hessian for linear models), so it solves ``(G + λI)⁻¹ g``.
     damping : float, optional
-        λ added to the curvature's diagonal. Default (None): 0.1 for the
-        Hessian solvers — it exceeds the most negative eigenvalue of the digits
-        MLP's Hessian (about -0.04), so that ``H + λI`` is positive definite and
-        CG converges (with 0.01 CG stops on negative curvature there, and a
-        warning says so) — and, for ``ekfac``, 0.1 × the mean corrected
-        eigenvalue of each layer (the Fisher is positive semi-definite).
+        λ added to the curvature's diagonal. Default (None): for the Hessian
+        solvers (``explicit``, ``cg``, ``lissa``, ``arnoldi``) 0.1, raised to
+        twice the magnitude of the Hessian's most negative eigenvalue
+        (estimated by 20 Lanczos steps at fit; Arnoldi's and LiSSA's own
+        Lanczos runs are reused) when that is larger, so that ``H + λI`` is
+        positive definite and CG converges: the quick-start digits MLP's
+        Hessian goes down to about -0.04 (λ stays 0.1), a 400-image one to
+        about -0.15 (λ ≈ 0.3; with 0.1 CG stopped on negative curvature for
+        every test point). The λ used is ``damping_`` after fit. ``astra``
+        uses 0.1 (its Gauss–Newton matrix is positive semi-definite);
+        ``ekfac`` 0.1 × the mean corrected eigenvalue of each layer. A given
+        value is used as is; a solve that then does not converge issues a
+        :class:`~tdaeval.errors.ConvergenceWarning`, which results record
+        under the attributor's ``warnings``.
     max_iter : int
         CG iterations (products of the Hessian with a block of test vectors).
     tol : float
@@ -99,6 +107,10 @@ class Influence(Attributor):
     name = "influence"
     #: Memory for block CG's basis and its products (bytes).
     cg_basis_bytes = 2**28
+    #: Default damping of the Hessian solvers, before it is raised above the Hessian's most negative eigenvalue.
+    default_damping = 0.1
+    #: Lanczos steps of that eigenvalue estimate (``cg``, ``explicit``, and ``lissa`` with a given scale).
+    damping_lanczos_iter = 20
 
     def __init__(
         self,
@@ -142,7 +154,7 @@ class Influence(Attributor):
         self.cg_block = cg_block
         self.damping = None if damping is None else float(damping)
         # The Hessian solvers need a number; ekfac keeps None for its per-layer heuristic.
-        self._hessian_damping = 0.1 if damping is None else float(damping)
+        self._hessian_damping = self.default_damping if damping is None else float(damping)
         self.max_iter, self.tol = max_iter, tol
         self.lissa_depth, self.lissa_repeats, self.lissa_batch_size = lissa_depth, lissa_repeats, lissa_batch_size
         self.lissa_scale = lissa_scale
@@ -168,8 +180,14 @@ class Influence(Attributor):
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.hessian_samples]
             data = data.subset(pick)
         self.hessian_ = HessianOperator(self.task_, self.flat_, data, chunk_size=self.chunk_size)
+        self.damping_ = self.damping if self.solver == "ekfac" else self._hessian_damping
         if self.solver == "astra":
             self.gauss_newton_ = GaussNewtonOperator(self.task_, self.flat_, data, chunk_size=self.chunk_size)
+        elif self.damping is None and (self.solver in ("explicit", "cg") or self.solver == "lissa" and self.lissa_scale is not None):
+            values, _ = lanczos_eigenpairs(
+                self.hessian_, self.flat_.n_params, self.damping_lanczos_iter, seed=self.seed, device=self.flat_.vector.device
+            )
+            self._raise_damping(values)
         if self.solver in ("ekfac", "astra"):
             self.ekfac_ = fit_ekfac(self.task_, self.model_, data, sampled=self.ekfac_sampled, seed=self.seed, chunk_size=self.chunk_size)
         elif self.solver == "explicit":
@@ -181,18 +199,31 @@ class Influence(Attributor):
                 )
             hessian = self.hessian_.dense().double()
             eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-            self.inverse_ = torch.linalg.inv(hessian + self._hessian_damping * eye)
+            self.inverse_ = torch.linalg.inv(hessian + self.damping_ * eye)
         elif self.solver == "arnoldi":
             values, vectors = lanczos_eigenpairs(
                 self.hessian_, self.flat_.n_params, self.arnoldi_iter, seed=self.seed, device=self.flat_.vector.device
             )
+            if self.damping is None:
+                self._raise_damping(values)
             self.eigenvalues_ = values[: self.arnoldi_rank]
             self.eigenvectors_ = vectors[: self.arnoldi_rank]
         elif self.solver == "lissa" and self.lissa_scale is None:
             values, _ = lanczos_eigenpairs(self.hessian_, self.flat_.n_params, 20, seed=self.seed, device=self.flat_.vector.device)
-            self.scale_ = 2.0 * float(values.abs().max() + self._hessian_damping)
+            if self.damping is None:
+                self._raise_damping(values)
+            self.scale_ = 2.0 * float(values.abs().max() + self.damping_)
         else:
             self.scale_ = self.lissa_scale
+
+    def _raise_damping(self, eigenvalues: Tensor) -> None:
+        """Default damping: at least twice the magnitude of the most negative Ritz value ``eigenvalues`` ``[m]``.
+
+        A Ritz value is never below the true smallest eigenvalue, hence the
+        margin of two; then ``H + λI`` is positive definite.
+        """
+        lowest = float(eigenvalues.min()) if eigenvalues.numel() else 0.0
+        self.damping_ = max(self._hessian_damping, -2.0 * lowest)
 
     def inverse_hvp(self, vectors: Tensor) -> Tensor:
         """``(H + λI)⁻¹ v`` for each row of ``vectors`` ``[k, P]``."""
@@ -206,23 +237,24 @@ class Influence(Attributor):
             if self.cg_block:
                 max_rows = max(1, self.cg_basis_bytes // (16 * self.flat_.n_params))
                 solution, self.converged_, self.cg_products_ = block_conjugate_gradient(
-                    self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol, max_basis_rows=max_rows
+                    self.hessian_, vectors, self.damping_, self.max_iter, self.tol, max_basis_rows=max_rows
                 )
             else:
                 solution, self.converged_ = conjugate_gradient(
-                    self.hessian_, vectors, self._hessian_damping, self.max_iter, self.tol
+                    self.hessian_, vectors, self.damping_, self.max_iter, self.tol
                 )
             if not bool(self.converged_.all()):
                 warnings.warn(
                     f"Influence(solver='cg'): {int((~self.converged_).sum())} of {len(self.converged_)} test points did "
                     f"not converge in max_iter={self.max_iter} iterations (negative curvature or too few iterations); "
-                    f"raise 'damping' (now {self._hessian_damping}) or 'max_iter'.",
+                    f"raise 'damping' (now {self.damping_:.4g}) or 'max_iter'.",
+                    ConvergenceWarning,
                     stacklevel=3,
                 )
             return solution
         if self.solver == "arnoldi":
             u = self.eigenvectors_.to(vectors.dtype)
-            coefficients = (vectors @ u.T) / (self.eigenvalues_.to(vectors.dtype) + self._hessian_damping)
+            coefficients = (vectors @ u.T) / (self.eigenvalues_.to(vectors.dtype) + self.damping_)
             return coefficients @ u
         generator = torch.Generator().manual_seed(self.seed)
         n = len(self.hessian_.data)
@@ -235,7 +267,7 @@ class Influence(Attributor):
             operator = HessianOperator(self.task_, self.flat_, self.hessian_.data.subset(samples[step]), self.chunk_size)
             return operator(x)
 
-        return lissa(sampled_hvp, vectors, self._hessian_damping, self.scale_, self.lissa_depth, self.lissa_repeats)
+        return lissa(sampled_hvp, vectors, self.damping_, self.scale_, self.lissa_depth, self.lissa_repeats)
 
     def _astra(self, vectors: Tensor) -> Tensor:
         """EK-FAC-preconditioned heavy-ball SGD on ``½xᵀ(G + λI)x − vᵀx`` (G: Gauss–Newton), started at the EK-FAC solution."""

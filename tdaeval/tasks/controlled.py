@@ -1,4 +1,4 @@
-"""Controlled settings: a task whose training data was transformed in a known, seeded way (METHODS.md §7)."""
+"""Controlled settings: a task whose training data was transformed in a known, seeded way (docs: Methods §7)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,7 @@ def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Tas
     seed : int
         Seed of the choice of examples and of their new labels.
     """
-    if not isinstance(task, Task):
-        raise ConfigError(f"with_flipped_labels expects a tdaeval Task. Got {type(task).__name__}.")
-    n_classes = int(task.train_data.targets.max()) + 1
+    n_classes = _check(task, "with_flipped_labels")
     data, flipped = flip_labels(task.train_data, fraction, n_classes, seed)
     controlled = copy.copy(task)
     controlled.train_data = data
@@ -43,9 +41,17 @@ def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Tas
     return controlled
 
 
-def _check(task: Task, owner: str) -> int:
+def _check(task: Task, owner: str, images: bool = False) -> int:
+    """The number of classes of a classification ``task`` (int64 labels ``[n]``); with ``images``, inputs must be 8×8 ``[n, 64]``."""
     if not isinstance(task, Task):
         raise ConfigError(f"{owner} expects a tdaeval Task. Got {type(task).__name__}.")
+    for split in (task.train_data, task.test_data):
+        if split.targets.ndim != 1 or split.targets.dtype not in (torch.int64, torch.int32):
+            raise ConfigError(f"{owner} expects a classification task with integer class labels [n]. "
+                              f"{type(task).__name__} has targets of shape {tuple(split.targets.shape)} and dtype {split.targets.dtype}.")
+        if images and tuple(split.inputs.shape[1:]) != (64,):
+            raise ConfigError(f"{owner} expects a task on flattened 8x8 images (inputs [n, 64]). "
+                              f"{type(task).__name__} has inputs of shape [n, {', '.join(map(str, split.inputs.shape[1:]))}].")
     return int(task.train_data.targets.max()) + 1
 
 
@@ -85,7 +91,7 @@ def with_shortcut(task: Task, shortcut_class: int = 0, fraction: float = 0.5, si
     ground truth of shortcut detection). The original test labels are kept as
     ``original_test_labels``.
     """
-    n_classes = _check(task, "with_shortcut")
+    n_classes = _check(task, "with_shortcut", images=True)
     if isinstance(shortcut_class, bool) or not isinstance(shortcut_class, int) or not 0 <= shortcut_class < n_classes:
         raise ConfigError(f"The 'shortcut_class' parameter of with_shortcut must be a class in [0, {n_classes - 1}]. Got {shortcut_class!r}.")
     if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
@@ -117,7 +123,7 @@ def with_mixed_dataset(task: Task, n_foreign: int = 50, label: int = 0, n_test: 
     explanations should retrieve the foreign training images (``foreign``, the
     ``[n_train]`` mask, is the ground truth of ``mixed_datasets``).
     """
-    n_classes = _check(task, "with_mixed_dataset")
+    n_classes = _check(task, "with_mixed_dataset", images=True)
     for name, value, low in (("n_foreign", n_foreign, 1), ("n_test", n_test, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"The '{name}' parameter of with_mixed_dataset must be an integer >= {low}. Got {value!r}.")

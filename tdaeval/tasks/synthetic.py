@@ -62,17 +62,10 @@ class SyntheticTask(ClassificationTask):
         inputs = means[labels] + torch.randn(n, n_features, generator=g)
         self.train_data = Data(inputs[:n_train], labels[:n_train])
         self.test_data = Data(inputs[n_train:], labels[n_train:])
-        self._fingerprint: str | None = None
 
     def config(self) -> dict[str, Any]:
         return {"n_train": self.n_train, "n_test": self.n_test, "n_features": self.n_features, "n_classes": self.n_classes,
                 "separation": self.separation, "data_seed": self.data_seed}
-
-    def fingerprint(self) -> str:
-        """As :meth:`Task.fingerprint`, computed once (hashing 200,000 points for every job key would dominate)."""
-        if self._fingerprint is None:
-            self._fingerprint = super().fingerprint()
-        return self._fingerprint
 
     def build_model(self, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):

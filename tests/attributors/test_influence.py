@@ -44,7 +44,7 @@ def test_explicit_influence_is_first_order_leave_one_out(regression):
 @pytest.mark.parametrize(
     "params,tolerance",
     [({"solver": "cg", "tol": 1e-10}, 1e-4), ({"solver": "arnoldi", "arnoldi_rank": 5, "arnoldi_iter": 5}, 1e-4),
-     ({"solver": "lissa", "lissa_depth": 3000, "lissa_batch_size": 40}, 1e-3),
+     pytest.param({"solver": "lissa", "lissa_depth": 3000, "lissa_batch_size": 40}, 1e-3, marks=pytest.mark.slow),
      ({"solver": "astra", "astra_batch_size": 10_000, "astra_lr": 0.5}, 1e-4)],
 )
 def test_solvers_agree_with_explicit(regression, params, tolerance):
@@ -55,6 +55,7 @@ def test_solvers_agree_with_explicit(regression, params, tolerance):
     assert (scores - reference).abs().max() / scale < tolerance * 10
 
 
+@pytest.mark.slow
 def test_cg_on_the_mlp_matches_explicit(small_digits):
     from tdaeval.training import train_model
 
@@ -65,6 +66,7 @@ def test_cg_on_the_mlp_matches_explicit(small_digits):
     torch.testing.assert_close(cg, explicit, atol=1e-5 * float(explicit.abs().max()), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_astra_refines_the_ekfac_solution_on_the_mlp(small_digits):
     """ASTRA starts at the EK-FAC solution and converges to (G + λI)⁻¹ g (G: dense Gauss–Newton), with sampled batches too."""
     from tdaeval.attributors._params import GaussNewtonOperator
@@ -135,3 +137,100 @@ def test_bad_parameters_and_explicit_size_limit(regression):
         get("influence", solver="astra", astra_momentum=1.0)
     with pytest.raises(ConfigError, match="max_explicit_params=3"):
         get("influence", solver="explicit", max_explicit_params=3).fit(task, model, task.train_data)
+
+
+# --- Default damping: the solve converges where a fixed λ = 0.1 did not (#13, item 18) ----------------------------
+
+
+def _digits_mlp(n_train, hidden, seeds=(0, 0)):
+    from tdaeval.tasks import DigitsTask
+    from tdaeval.training import train_model
+
+    task = DigitsTask(n_train=n_train, n_test=8, hidden=hidden)
+    model = train_model(task, task.build_model(seeds[0]), torch.arange(task.n_train), seeds[1]).model.eval()
+    return task, model
+
+
+def _hessian_eigenvalues(task, model):
+    """Eigenvalues of the mean training loss's Hessian, by torch.func.hessian and eigvalsh (not tdaeval's operators)."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().flatten() for _, p in model.named_parameters()])
+
+    def loss(vector):
+        params, start = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = vector[start : start + shape.numel()].view(shape)
+            start += shape.numel()
+        outputs = torch.func.functional_call(model, params, (task.train_data.inputs,))
+        return task.loss(outputs, task.train_data.targets).mean()
+
+    return torch.linalg.eigvalsh(torch.func.hessian(loss)(flat).double())
+
+
+def _fit_and_attribute(task, model, **params):
+    import warnings
+
+    from tdaeval.errors import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attributor = get("influence", **params).fit(task, model, task.train_data)
+        attributor.attribute(task.test_data)
+    return attributor, [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+
+
+@pytest.fixture(scope="module")
+def indefinite():
+    """A small digits MLP whose Hessian goes down to about -0.28: H + 0.1 I is indefinite; and that lowest eigenvalue."""
+    task, model = _digits_mlp(n_train=100, hidden=8)
+    lowest = float(_hessian_eigenvalues(task, model).min())
+    assert lowest < -0.05  # the case a fixed λ = 0.1 cannot handle
+    return task, model, lowest
+
+
+@pytest.mark.parametrize("solver,params", [
+    ("cg", {}), ("cg", {"cg_block": False}), ("explicit", {}), ("arnoldi", {"arnoldi_iter": 40, "arnoldi_rank": 20}),
+    ("lissa", {"lissa_depth": 20}), ("lissa", {"lissa_depth": 20, "lissa_scale": 10.0}),
+])
+def test_default_damping_makes_the_hessian_positive_definite(indefinite, solver, params):
+    task, model, lowest = indefinite
+    attributor, convergence_warnings = _fit_and_attribute(task, model, solver=solver, **params)
+    assert attributor.damping_ > -lowest  # H + λI positive definite
+    assert attributor.damping_ == pytest.approx(-2.0 * lowest, rel=0.1)  # and not needlessly large
+    assert convergence_warnings == []
+    if solver == "cg":
+        assert bool(attributor.converged_.all())
+
+
+def test_fixed_damping_is_used_as_given_and_warns_when_cg_fails(indefinite):
+    from tdaeval.errors import ConvergenceWarning
+
+    task, model, _ = indefinite
+    attributor, convergence_warnings = _fit_and_attribute(task, model, damping=0.1)
+    assert attributor.damping_ == 0.1 and not bool(attributor.converged_.any())
+    assert convergence_warnings and "did not converge" in convergence_warnings[0]
+    assert issubclass(ConvergenceWarning, UserWarning)  # filters written for UserWarning still apply
+
+
+def test_default_influence_converges_on_tutorial_03s_models():
+    """Tutorial 3's seed posterior of influence (400 digits): with λ = 0.1, CG had converged on no test point."""
+    from tdaeval.attributors.seeds import seed_posterior
+
+    seeds = seed_posterior("influence", n_seeds=2).training_seeds()[0]
+    task, model = _digits_mlp(n_train=400, hidden=64, seeds=seeds)
+    attributor, convergence_warnings = _fit_and_attribute(task, model)
+    assert convergence_warnings == [] and bool(attributor.converged_.all())
+    assert attributor.damping_ > 0.1
+
+
+def test_default_influence_converges_on_the_quickstart_config_with_unchanged_damping():
+    """The quick start's task and reference model: CG converges, and λ stays 0.1 (its Hessian goes down to about -0.04)."""
+    from tdaeval.tasks import DigitsTask
+    from tdaeval.training import train_model
+
+    task = DigitsTask()
+    model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model.eval()
+    attributor, convergence_warnings = _fit_and_attribute(task, model)
+    assert convergence_warnings == [] and bool(attributor.converged_.all())
+    assert attributor.damping_ == 0.1
