@@ -4,14 +4,18 @@ No I/O and no classes here; metrics in :mod:`tdaeval.metrics` wrap these.
 """
 
 from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
+from tdaeval.functional.censoring import censored_median, censoring_value, first_event_k
 from tdaeval.functional.detection import detection_curve, positive_ranks
 from tdaeval.functional.correlation import cosine, pearson, rankdata, spearman
-from tdaeval.functional.lds import lds, subset_predictions
+from tdaeval.functional.lds import lds, lds_two_way_ci, subset_predictions
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
 from tdaeval.functional.reliability import rank_stability, topk_jaccard
 
 __all__ = [
     "bootstrap_ci",
+    "censored_median",
+    "censoring_value",
+    "first_event_k",
     "holm_adjust",
     "paired_bootstrap_differences",
     "pareto_front",
@@ -19,6 +23,7 @@ __all__ = [
     "cosine",
     "detection_curve",
     "lds",
+    "lds_two_way_ci",
     "nanmean_ci",
     "pearson",
     "positive_ranks",

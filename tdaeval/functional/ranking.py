@@ -116,7 +116,13 @@ def rank_intervals(means: Tensor, significant: Tensor, higher_is_better: bool = 
 
     ``low = 1 + #methods significantly better``, ``high = A − #methods
     significantly worse``: the ranks compatible with every significant pairwise
-    difference. A method with a NaN mean ranks after every finite one.
+    difference. The point ``rank`` is the midrank of the undecided pairs,
+    ``1 + #decided better + #undecided / 2``, where a pair is decided when it
+    differs significantly or exactly one of the two means is NaN (a NaN mean
+    counts as worse than every finite one). Methods tied with each other and
+    separated from all others therefore share their midrank (three methods tied
+    for first all get 2.0), whatever their observed means; the ranks always sum
+    to ``A(A + 1)/2``, and ``low ≤ rank ≤ high`` for every finite mean.
 
     Parameters
     ----------
@@ -130,15 +136,20 @@ def rank_intervals(means: Tensor, significant: Tensor, higher_is_better: bool = 
     Returns
     -------
     tuple of Tensor
-        ``(rank, low, high)``, each ``[A]`` int64; rank 1 is best and equal means share the best rank.
+        ``(rank, low, high)``, each ``[A]``: ``rank`` float64 (1 is best;
+        tied methods share a midrank), ``low`` and ``high`` int64.
     """
     keyed = torch.nan_to_num((-1.0 if higher_is_better else 1.0) * means.to(torch.float64), nan=float("inf"))
     strictly_better = keyed.unsqueeze(1) < keyed.unsqueeze(0)  # [i, j]: i better than j
-    rank = 1 + strictly_better.sum(0)
-    better = strictly_better & significant
+    better = strictly_better & significant.to(torch.bool)
     low = 1 + better.sum(0)
     high = means.numel() - better.sum(1)
-    return rank.long(), low.long(), high.long()
+    defined = torch.isfinite(means.to(torch.float64))
+    decided = better | (defined.unsqueeze(1) & ~defined.unsqueeze(0))  # [i, j]: i decidedly better than j
+    n_better, n_worse = decided.sum(0), decided.sum(1)
+    undecided = means.numel() - 1 - n_better - n_worse
+    rank = 1.0 + n_better.to(torch.float64) + undecided.to(torch.float64) / 2.0
+    return rank, low.long(), high.long()
 
 
 def pareto_front(quality: Tensor, cost: Tensor, higher_is_better: bool = True) -> Tensor:

@@ -126,11 +126,18 @@ class Metric(ABC):
         """The metric for ``scores`` ``[n_test, n_train]`` against ``truth``."""
 
     def _bootstrap_result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool | None = None) -> MetricResult:
-        """The result whose value is the mean of ``per_example``, with a bootstrap CI (``self.n_bootstrap``, ``self.seed``)."""
+        """The result whose value is the mean of ``per_example``, with a bootstrap CI (``self.n_bootstrap``, ``self.seed``).
+
+        ``provenance["ci_covers"]`` states in words which variance the CI
+        covers: "test points resampled; ground truth fixed" unless
+        ``provenance`` already says otherwise (a metric whose examples are not
+        test points, or whose CI holds more fixed, passes its own).
+        """
         import tdaeval.functional as F
 
         value, ci, n_nan = F.nanmean_ci(per_example, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {**provenance, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__,
+        provenance = {"ci_covers": "test points resampled; ground truth fixed",  # a metric's own statement wins
+                      **provenance, "n_bootstrap": self.n_bootstrap, "ci_level": 0.95, "torch": torch.__version__,
                       "python": platform.python_version()}
         direction = self.higher_is_better if higher_is_better is None else higher_is_better
         return MetricResult(self.name, value, ci, per_example, direction, n_nan, self.bounds, provenance)

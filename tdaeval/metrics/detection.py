@@ -1,4 +1,4 @@
-"""Mislabel detection from self-influence (METHODS.md §7)."""
+"""Mislabel detection from self-influence (docs: Methods §7)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ class MislabelDetection(Metric):
             "quanda_detection_score": float(torch.trapezoid(curve.double()) / curve.numel()),
             "detection_at_10_percent": float(curve[max(0, round(0.1 * curve.numel()) - 1)]),
             "transforms": transforms or [],
+            "ci_covers": "flipped training points resampled; the clean points, the trained model and its self-influence fixed",
         }
         return self._bootstrap_result(per_flipped, provenance)
 

@@ -1,4 +1,4 @@
-"""The further-training gold standard as a metric (Wei et al. 2024; METHODS.md §3)."""
+"""The further-training gold standard as a metric (Wei et al. 2024; docs: Methods §3)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ class FurtherTraining(Metric):
         return self._bootstrap_result(per_test, {
             **truth.provenance, "correlation": self.correlation, "curve": curve, "best_epoch": best_epoch,
             "curve_epochs": list(range(len(curve))),
+            "ci_covers": "test points resampled; the further-training runs and the best epoch (chosen on all test points) fixed",
         })
 
 

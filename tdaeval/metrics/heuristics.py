@@ -1,4 +1,4 @@
-"""Heuristic metrics that need no retraining: class detection and model randomization (METHODS.md §7)."""
+"""Heuristic metrics that need no retraining: class detection and model randomization (docs: Methods §7)."""
 
 from __future__ import annotations
 
@@ -285,7 +285,7 @@ class MixedDatasets(_Retrieval):
 
 @register_metric
 class TopKCardinality(_Heuristic):
-    """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / (n_test·k)`` (METHODS.md §7, as Quanda).
+    """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / (n_test·k)`` (docs: Methods §7, as Quanda).
 
     A global property of the score matrix (higher = explanations more specific
     to each test point; an attributor that blames the same few points for
@@ -331,6 +331,7 @@ class TopKCardinality(_Heuristic):
             "kind": self.name, "k": k,
             "value_is": "global cardinality ratio = mean over test points of their share (1/k)·Σ 1/count of their top-k",
             "ci_is": "percentile bootstrap of that mean over test points, with the counts of the full test set held fixed",
+            "ci_covers": "test points resampled; how often each training point is in the full test set's top-k fixed",
         })
         result.value = value  # equal to the mean up to rounding; the exact ratio is reported
         return result

@@ -1,4 +1,4 @@
-"""Leave-one-out correlation as a metric (METHODS.md §2)."""
+"""Leave-one-out correlation as a metric (docs: Methods §2)."""
 
 from __future__ import annotations
 

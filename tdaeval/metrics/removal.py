@@ -1,4 +1,4 @@
-"""Counterfactual removal metrics: top-k removal, the flip test and brittleness (METHODS.md §2)."""
+"""Counterfactual removal metrics: top-k removal, the flip test and brittleness (docs: Methods §2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
@@ -147,12 +148,21 @@ class Brittleness(FlipTest):
 
     Per kept test point (correct under every full-data seed), the smallest
     ``k`` in the grid at which removing its ``k`` highest-scored training
-    points and retraining flips it (as in :class:`FlipTest`); NaN when no
-    ``k`` in the grid does. The value is the mean over the points that flip
-    (lower = the attributor finds smaller supports; read it with
-    ``n_never_flipped`` and the CDF in the provenance, since points that never
-    flip are left out). Defaults follow dattri: ``k`` = 20, 40, …, 180, one
-    seed per ``k``.
+    points and retraining flips it (as in :class:`FlipTest`). A point that no
+    ``k`` in the grid flips is **censored**: its value is one grid step past
+    the largest ``k`` (``k_max + (k_max − k_prev)``; ``2·k_max`` for a
+    one-size grid, :func:`tdaeval.functional.censoring_value`), worse than
+    every tested ``k`` and a lower bound on its true support size. The value
+    is the mean over all kept points, a restricted mean support size (lower =
+    the attributor finds smaller supports for more points), so a point the
+    attributor cannot flip counts against it in the value, the CI, the
+    paired ranking and the Pareto set: an attributor that flips 1 of 20
+    points at k = 20 ranks below one that flips all 20 at k = 40. The
+    provenance adds the fraction flipped within the grid, the median ``k``
+    (the smallest ``k`` flipping at least half the points; None when fewer
+    than half flip, i.e. the median lies past the grid), the censoring value,
+    ``n_never_flipped`` and the CDF. Defaults follow dattri: ``k`` = 20, 40,
+    …, 180, one seed per ``k``.
     """
 
     name = "brittleness"
@@ -166,13 +176,19 @@ class Brittleness(FlipTest):
     def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
         scores = as_score_matrix(scores, self.name)
         kept, top, trained = self._flips(truth, scores, "top")
-        grid = torch.tensor(truth.spec.k_grid, dtype=torch.float64)
-        first = torch.where(top.any(dim=1), grid[top.int().argmax(dim=1)], torch.full((len(kept),), float("nan"), dtype=torch.float64))
+        grid = list(truth.spec.k_grid)
+        first = F.first_event_k(top, grid)  # [t]; never flipped -> censoring value
+        never = ~top.any(dim=1)
         provenance = {
             **truth.provenance,
             "kept_test_points": kept.tolist(),
-            "cdf": {"k": truth.spec.k_grid, "fraction_flipped": top.double().mean(0).tolist()},
-            "n_never_flipped": int(torch.isnan(first).sum()),
+            "cdf": {"k": grid, "fraction_flipped": top.double().mean(0).tolist()},
+            "n_never_flipped": int(never.sum()),
+            "fraction_flipped": float((~never).double().mean()),
+            "median_k": F.censored_median(first, grid),
+            "censored_at": F.censoring_value(grid),
+            "value_is": "restricted mean support size: mean over kept points of the smallest flipping k, "
+                        "never-flipped points counted at censored_at",
             "jobs_trained": trained,
         }
         return self._result(first, provenance, higher_is_better=False)

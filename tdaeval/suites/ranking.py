@@ -6,7 +6,9 @@ p-value of the mean difference is Holm-adjusted over all pairs of the metric,
 and a pair whose adjusted p-value is at least ``alpha`` (0.05) is a **tie**.
 An attributor's rank interval holds the ranks compatible with every
 significant difference: ``1 + #significantly better`` to ``A − #significantly
-worse``.
+worse``. Its point rank is the midpoint of that interval, so attributors tied
+with each other share one rank value (their midrank: three tied for first all
+rank 2.0), in every table, the aggregate mean rank and the heat map.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ __all__ = ["RankRow", "AggregateRow", "ParetoPoint", "rank_results", "aggregate_
 
 @dataclass(frozen=True)
 class RankRow:
-    """A row of a per-metric ranking; ``rank_low``–``rank_high`` is the rank interval."""
+    """A row of a per-metric ranking; ``rank_low``–``rank_high`` is the rank interval.
+
+    ``rank`` is the point rank, a midrank (:func:`tdaeval.functional.rank_intervals`):
+    attributors tied with each other share it, e.g. 2.0 for three tied for first.
+    """
 
     attributor: str
     value: float
     ci: tuple[float, float]
-    rank: int
+    rank: float
     rank_low: int
     rank_high: int
     tied_with: tuple[str, ...]
@@ -39,7 +45,7 @@ class RankRow:
     @property
     def rank_label(self) -> str:
         """``"2"`` or ``"1–3"`` when the interval spans several ranks."""
-        return str(self.rank) if self.rank_low == self.rank_high else f"{self.rank_low}–{self.rank_high}"
+        return str(self.rank_low) if self.rank_low == self.rank_high else f"{self.rank_low}–{self.rank_high}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ def rank_results(
     Returns
     -------
     list of RankRow
-        Sorted by rank, then name.
+        Sorted by rank, then by observed value (best first; the order inside a
+        tie is for reading only, the shared rank is the result), then name.
     """
     _check(alpha, correction)
     if not results:
@@ -134,12 +141,21 @@ def rank_results(
         others = [b for b in range(n_methods) if b != a]
         tied = tuple(names[b] for b in others if not significant[a, b])
         p_values = {names[b]: float(p[a, b]) for b in others}
-        rows.append(RankRow(name, result.value, result.ci, int(rank[a]), int(low[a]), int(high[a]), tied, p_values))
-    return sorted(rows, key=lambda r: (r.rank, r.attributor))
+        rows.append(RankRow(name, result.value, result.ci, float(rank[a]), int(low[a]), int(high[a]), tied, p_values))
+    sign = -1.0 if results[0].higher_is_better else 1.0
+
+    def order(row: RankRow) -> tuple[float, float, str]:
+        value = sign * float(row.value) if row.value is not None and math.isfinite(row.value) else math.inf
+        return row.rank, value, row.attributor
+
+    return sorted(rows, key=order)
 
 
 def aggregate_ranks(per_metric: dict[str, list[RankRow]]) -> list[AggregateRow]:
     """Mean rank of each attributor over the metrics it has a result on, best first.
+
+    The mean is over the point ranks (midranks), so attributors tied on every
+    metric get the same mean rank.
 
     Parameters
     ----------

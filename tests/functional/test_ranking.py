@@ -54,10 +54,14 @@ def test_rank_intervals_follow_significant_differences():
         [[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool
     )
     rank, low, high = rank_intervals(means, significant, higher_is_better=True)
-    assert rank.tolist() == [3, 1, 2, 4]
+    # 0 and 2 are tied with each other, both significantly below 1: they share the midrank of places 2 and 3;
+    # the NaN method counts as worse than every defined one
+    assert rank.tolist() == [2.5, 1.0, 2.5, 4.0]
     assert low.tolist() == [2, 1, 2, 1] and high.tolist() == [4, 2, 4, 4]  # the NaN method is not comparable
     rank, _, _ = rank_intervals(torch.tensor([2.0, 1.0]), torch.zeros(2, 2, dtype=torch.bool), higher_is_better=False)
-    assert rank.tolist() == [2, 1]
+    assert rank.tolist() == [1.5, 1.5]  # not significantly different: a tie, whatever the observed means
+    rank, _, _ = rank_intervals(torch.tensor([2.0, 1.0]), torch.ones(2, 2, dtype=torch.bool), higher_is_better=False)
+    assert rank.tolist() == [2.0, 1.0]
 
 
 def test_pareto_front_equals_brute_force(rng):

@@ -14,7 +14,7 @@ def test_identical_attributors_tie_and_a_clearly_better_one_ranks_first_alone():
     rows = {r.attributor: r for r in result.ranking("lds")}
     assert rows["a"].tied_with == ("a_copy",) and rows["a_copy"].tied_with == ("a",)
     assert (rows["a"].rank_low, rows["a"].rank_high) == (rows["a_copy"].rank_low, rows["a_copy"].rank_high) == (2, 3)
-    assert rows["a"].rank == rows["a_copy"].rank == 2  # equal means share the better rank
+    assert rows["a"].rank == rows["a_copy"].rank == 2.5  # tied attributors share their midrank
     best = rows["best"]
     assert best.rank == best.rank_low == best.rank_high == 1 and best.tied_with == ()
     assert all(r.rank_low > best.rank_high for n, r in rows.items() if n != "best")
