@@ -34,18 +34,62 @@ def _console():
     return Console(stderr=True)
 
 
+#: Set by the ``--debug`` option (or ``TDAEVAL_DEBUG=1``) of every command.
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", envvar="TDAEVAL_DEBUG",
+        help="On an error, print the full traceback (and, for run and check, that of every attributor that could not run).",
+    ),
+) -> None:
+    _DEBUG["on"] = debug
+
+
+def _print_traceback(text: str) -> None:
+    """With ``--debug``: ``text`` (a traceback) on standard error, as it is."""
+    if _DEBUG["on"]:
+        typer.echo(text.rstrip("\n"), err=True)
+
+
 def _fail(message: str, code: int) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    failure = sys.exc_info()[1]
+    if failure is not None:  # called while handling an exception: its traceback, with --debug
+        import traceback
+
+        _print_traceback("".join(traceback.format_exception(type(failure), failure, failure.__traceback__)))
+    _console().print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def _escape(text: object) -> str:
+    """``text`` for a rich ``print``: its square brackets shown as they are, not read as markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _warn(message: str) -> None:
+    """One ``warning:`` line on standard error (the message is printed as it is, brackets included)."""
+    _console().print(f"[yellow]warning:[/] {_escape(message)}", highlight=False, soft_wrap=True)
+
+
 class _Progress:
-    """rich progress bars on stderr, silent when stderr is not a terminal."""
+    """rich progress bars on stderr on a terminal; elsewhere (CI logs, NO_COLOR) plain progress lines.
+
+    Pass :attr:`target` as ``progress`` to evaluate, run_suite or build_groundtruth:
+    the bars' callback on a terminal, else ``"auto"`` with the ``"tdaeval"``
+    logger's INFO records printed on stderr for the length of the block.
+    """
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
         self.tasks: dict[str, int] = {}
         self.bar = None
+        self._log = None
+        self.target = self if self.enabled else "auto"
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -56,17 +100,25 @@ class _Progress:
     def __enter__(self) -> "_Progress":
         if self.bar:
             self.bar.start()
+        else:
+            from tdaeval.suites.progress import log_to_stderr
+
+            self._log = log_to_stderr()
+            self._log.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.bar:
             self.bar.stop()
+        if self._log is not None:
+            self._log.__exit__(None, None, None)
+            self._log = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.bar:
             return
         if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
+            self.tasks[stage] = self.bar.add_task(_escape(stage), total=total)  # a metric's name may hold [brackets]
         self.bar.update(self.tasks[stage], completed=done, total=total)
 
 
@@ -94,14 +146,17 @@ def quickstart(
         metric = LDS(n_subsets=subsets, alpha=alpha, n_seeds=seeds, seed=seed)
         task = DigitsTask(n_train=n_train, n_test=n_test)
         _writable_dir(out)
+        _plugins_importable(attributor or [])
         with _Progress() as progress:
             result = evaluate(
-                task, attributors=attributor or None, metrics=[metric], cache_dir=cache_dir, seed=seed, progress=progress
+                task, attributors=attributor or None, metrics=[metric], cache_dir=cache_dir, seed=seed, progress=progress.target
             )
     except (ConfigError, StoreError, AttributorError) as err:
         _fail(str(err), EXIT_BAD_INPUT)
     except TdaevalError as err:
         _fail(str(err), EXIT_RUNTIME)
+    except Exception as err:  # noqa: BLE001 - e.g. a task's training that raises: exit 3 in one line, as every command
+        _fail(f"runtime failure: {type(err).__name__}: {err}", EXIT_RUNTIME)
     from tdaeval.reports import render_html
 
     result.to_json(out / "results.json")
@@ -114,19 +169,20 @@ def quickstart(
 @app.command("ls")
 def list_components() -> None:
     """List the registered attributors and metrics."""
+    from tdaeval._text import summary
     from tdaeval.attributors import get, names
-    from tdaeval.metrics import metric_names
+    from tdaeval.metrics import metric_class, metric_names
 
-    typer.echo("attributors:")
-    for name in names():
-        doc = (type(get(name)).__doc__ or "").strip().splitlines()[0]
-        typer.echo(f"  {name:<12} {doc}")
-    typer.echo("metrics:")
-    for name in metric_names():
-        from tdaeval.metrics import metric_class
-
-        doc = (metric_class(name).__doc__ or "").strip().splitlines()[0]
-        typer.echo(f"  {name:<12} {doc}")
+    # plain text (the docstrings' reStructuredText markup removed), one column width for both lists
+    sections = {
+        "attributors": [(name, summary(type(get(name)).__doc__)) for name in names()],
+        "metrics": [(name, summary(metric_class(name).__doc__)) for name in metric_names()],
+    }
+    width = max((len(name) for rows in sections.values() for name, _ in rows), default=0) + 2
+    for title, rows in sections.items():
+        typer.echo(f"{title}:")
+        for name, doc in rows:
+            typer.echo(f"  {name:<{width}}{doc}".rstrip())
 
 
 def _guarded(action):
@@ -141,6 +197,17 @@ def _guarded(action):
         raise
     except Exception as err:  # noqa: BLE001 - a user's task or attributor code may fail in any way
         _fail(f"runtime failure: {type(err).__name__}: {err}", EXIT_RUNTIME)
+
+
+def _plugins_importable(specs: list[str]) -> None:
+    """Put the working directory on the import path (if absent) when an attributor is given as ``module:Name``.
+
+    A suite's folder is put there for its ``module:Name`` entries
+    (:func:`tdaeval.suites.load_suite`); on the command line, that folder is the working directory.
+    """
+    cwd = os.getcwd()
+    if any(":" in spec for spec in specs) and cwd not in sys.path:
+        sys.path.append(cwd)
 
 
 def _writable_dir(out: Path, option: str = "--out") -> Path:
@@ -162,7 +229,7 @@ def _step_summary(markdown: str) -> None:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(markdown + "\n")
         except OSError as err:
-            _console().print(f"[yellow]warning:[/] cannot write $GITHUB_STEP_SUMMARY ({path}): {err}", highlight=False)
+            _warn(f"cannot write $GITHUB_STEP_SUMMARY ({path}): {err}")
 
 
 def _write_outputs(result, out: Path) -> list[Path]:
@@ -182,12 +249,18 @@ def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = 
     from tdaeval.suites.runner import run_suite
 
     with _Progress() as progress:
-        return run_suite(suite, cache_dir=cache_dir, executor=executor, progress=progress)
+        result = run_suite(suite, cache_dir=cache_dir, executor=executor, progress=progress.target)
+    shown = set()
+    for entry in result.failures():  # with --debug: why each attributor could not run, in full, once
+        if entry.traceback and (entry.attributor, entry.traceback) not in shown:
+            shown.add((entry.attributor, entry.traceback))
+            _print_traceback(f"{entry.attributor} on {entry.metric} could not run:\n{entry.traceback}")
+    return result
 
 
 def _report_thresholds(suite: str, result) -> None:
     """Evaluate the suite's thresholds into ``result.checks`` for the reports (``run`` reports, ``check`` enforces)."""
-    from tdaeval.suites.checks import evaluate_checks
+    from tdaeval.suites.checks import baseline_note, evaluate_checks
     from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
@@ -198,6 +271,16 @@ def _report_thresholds(suite: str, result) -> None:
     if thresholds.max_regression is not None and baseline is None:
         thresholds = thresholds.model_copy(update={"max_regression": None})  # no baseline yet: floors only
     result.checks = [o.to_dict() for o in evaluate_checks(result, thresholds, baseline, alpha=config.ranking.alpha)]
+    _note_baseline(result, baseline_note(config.thresholds, path))
+
+
+def _note_baseline(result, note: Optional[str]) -> None:
+    """Warn about what a missing baseline leaves unchecked, and keep it for the reports (``provenance["check_notes"]``)."""
+    if note is None:
+        result.provenance.pop("check_notes", None)  # a results file read again must not keep an older run's note
+        return
+    _warn(note)
+    result.provenance["check_notes"] = [note]
 
 
 SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard.")
@@ -231,15 +314,19 @@ def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] =
 @app.command()
 def validate(suite: str = SUITE_ARG) -> None:
     """Check a suite file without running it: keys, types, names and parameters."""
-    from tdaeval.suites.config import load_suite
+    from tdaeval.suites.checks import baseline_note
+    from tdaeval.suites.config import load_suite, suite_path
 
     def action():
-        config, _ = load_suite(suite)
+        config, folder = load_suite(suite)
         typer.echo(
             f"{suite}: valid suite {config.name!r}: task {config.task.name or config.task.factory}, "
             f"{len(config.attributors)} attributor(s), {len(config.metrics)} metric(s), "
             f"{len(config.thresholds.floors)} floor(s)."
         )
+        note = baseline_note(config.thresholds, suite_path(config.baseline, folder))
+        if note is not None:  # valid, but run would leave the regression check out and check would refuse
+            typer.echo(f"note: {note}")
 
     _guarded(action)
 
@@ -248,9 +335,17 @@ def validate(suite: str = SUITE_ARG) -> None:
 def report(
     results: Path = typer.Argument(..., help="A results.json written by run, check or quickstart."),
     format: str = typer.Option("md", "--format", "-f", help="html, md, json or junit."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of standard output."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o",
+        help="Write here ('-': standard output). Default: standard output, except html: report.html next to RESULTS.",
+    ),
 ) -> None:
-    """Render a results file as HTML, Markdown, JSON or JUnit XML."""
+    """Render a results file as HTML, Markdown, JSON or JUnit XML.
+
+    Markdown, JSON and JUnit go to standard output unless ``--out`` names a file. HTML (a whole page
+    with embedded images) goes to ``report.html`` in the folder of RESULTS, and the path is printed;
+    ``--out -`` sends it to standard output.
+    """
     from tdaeval.reports import render_html, render_junit, render_markdown
     from tdaeval.suites.result import SuiteResult
 
@@ -260,14 +355,15 @@ def report(
         if format not in renderers:
             raise ConfigError(f"The '--format' option of report must be one of {', '.join(renderers)}. Got {format!r} instead.")
         text = renderers[format](SuiteResult.from_json(results))
-        if out is None:
+        target = results.parent / "report.html" if out is None and format == "html" else out  # no page dumped on a terminal
+        if target is None or str(target) == "-":
             typer.echo(text, nl=False)
         else:
             try:
-                out.write_text(text)
+                target.write_text(text)
             except OSError as err:
-                raise ConfigError(f"Cannot write {str(out)!r} (--out): {err.strerror or err}.") from err
-            typer.echo(f"Wrote {out}")
+                raise ConfigError(f"Cannot write {str(target)!r} (--out): {err.strerror or err}.") from err
+            typer.echo(f"Wrote {target}")
 
     _guarded(action)
 
@@ -306,7 +402,7 @@ def check(
     results: Optional[Path] = typer.Option(None, "--results", help="Check an existing results.json instead of running the suite."),
 ) -> None:
     """Run a suite (or read --results) and enforce its thresholds: exit 0 all hold, 1 one failed."""
-    from tdaeval.suites.checks import evaluate_checks
+    from tdaeval.suites.checks import baseline_note, evaluate_checks
     from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
@@ -315,11 +411,16 @@ def check(
         base_path = baseline if baseline is not None else suite_path(config.baseline, folder)
         if config.thresholds.max_regression is not None and base_path is None:
             raise ConfigError(f"{suite}: thresholds.max_regression needs a baseline: set 'baseline' in the suite or pass --baseline.")
-        base = SuiteResult.from_json(base_path) if base_path is not None else None
+        note = baseline_note(config.thresholds, base_path)
+        if note is not None and config.thresholds.max_regression is not None:  # a CI gate must not pass without it
+            raise ConfigError(f"{suite}: thresholds.max_regression needs the baseline file {str(base_path)!r}, which does not exist "
+                              "(record one by copying the results.json of a run there, or pass --baseline).")
+        base = SuiteResult.from_json(base_path) if base_path is not None and note is None else None
         _writable_dir(out)
         result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir, executor)
         if results is not None:  # the reports carry the checked suite, not the one that produced the file
             result.provenance["checked_suite"] = config.model_dump(mode="json")
+        _note_baseline(result, note)  # a baseline that is named, missing and unused: a warning
         outcomes = evaluate_checks(result, config.thresholds, base, alpha=config.ranking.alpha)
         result.checks = [o.to_dict() for o in outcomes]
         _write_outputs(result, out)
@@ -361,7 +462,7 @@ def groundtruth_run(
 
     def action():
         with _Progress() as progress:
-            rows = build_groundtruth(suite, shard=shard, cache_dir=cache_dir, executor=executor, progress=progress)
+            rows = build_groundtruth(suite, shard=shard, cache_dir=cache_dir, executor=executor, progress=progress.target)
         typer.echo(_status_table(rows))
         if shard is not None and any(r["state"] == "incomplete" for r in rows):
             typer.echo(f"\nShard {shard} is done; the jobs still missing belong to other shards.")
@@ -380,7 +481,7 @@ def groundtruth_status(suite: str = SUITE_ARG, cache_dir: Optional[Path] = CACHE
     _guarded(action)
 
 
-def _store(cache_dir: Optional[Path], suite: Optional[str]):
+def _store(cache_dir: Optional[Path], suite: Optional[str], read_only: bool = False):
     from tdaeval.groundtruth.store import ArtifactStore
 
     if cache_dir is None and suite is not None:
@@ -388,7 +489,7 @@ def _store(cache_dir: Optional[Path], suite: Optional[str]):
 
         config, folder = load_suite(suite)
         cache_dir = suite_path(config.store, folder)
-    return ArtifactStore(cache_dir)
+    return ArtifactStore(cache_dir, read_only=read_only)  # read-only: another account's store can be inspected
 
 
 STORE_OPT = typer.Option(None, "--cache-dir", help="The store (default: $TDAEVAL_CACHE_DIR or the user cache).")
@@ -400,7 +501,7 @@ def cache_ls(cache_dir: Optional[Path] = STORE_OPT, suite: Optional[str] = STORE
     """Artifacts in the store, counted per kind and task, with their size."""
 
     def action():
-        store = _store(cache_dir, suite)
+        store = _store(cache_dir, suite, read_only=True)
         groups: dict[tuple[str, str], list[int]] = {}
         for row in store.entries():
             count_bytes = groups.setdefault((row["kind"], row["task"]), [0, 0])
@@ -422,10 +523,10 @@ def cache_verify(
     suite: Optional[str] = STORE_SUITE_OPT,
     repair: bool = typer.Option(False, "--repair", help="Remove damaged artifacts so that the next run recomputes them."),
 ) -> None:
-    """Check every artifact's checksum: exit 0 when all are intact, 1 when some are damaged."""
+    """Check every artifact as a run does (manifest, spec and tensor file bound to the key, checksum): exit 0 when all are intact, 1 when some are damaged."""
 
     def action():
-        store = _store(cache_dir, suite)
+        store = _store(cache_dir, suite, read_only=not repair)
         problems = store.verify(repair=repair)
         for line in problems:
             typer.echo(f"DAMAGED  {line}")
@@ -445,17 +546,67 @@ def cache_gc(
     unused_days: Optional[float] = typer.Option(None, "--unused-days", help="Also remove artifacts no run has used for this many days."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed."),
 ) -> None:
-    """Remove leftovers (temporary files, unreferenced tensor files) and, optionally, unused artifacts."""
+    """Remove leftovers (temporary files, unreferenced tensor files, stale claims) and, optionally, unused artifacts."""
 
     def action():
         if unused_days is not None and unused_days < 0:
             raise ConfigError(f"The '--unused-days' option of cache gc must be >= 0. Got {unused_days!r} instead.")
-        removed, freed = _store(cache_dir, suite).gc(unused_days=unused_days, dry_run=dry_run)
+        removed, freed = _store(cache_dir, suite, read_only=dry_run).gc(unused_days=unused_days, dry_run=dry_run)
         for path in removed:
             typer.echo(f"{'would remove' if dry_run else 'removed'}  {path}")
         typer.echo(f"{len(removed)} files, {freed / 2**20:.2f} MiB {'to free' if dry_run else 'freed'}.")
 
     _guarded(action)
+
+
+def _plain_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
+    """Make every help text of ``typer_app`` and its sub-apps plain text.
+
+    The commands' docstrings are reStructuredText for the Sphinx docs; ``--help`` shows them
+    through :func:`tdaeval._text.rst_to_plain`, with square brackets escaped when typer renders
+    help as rich markup. Option help strings get the same. ``done`` holds the ids of the objects
+    already converted (options are shared between commands).
+    """
+    import inspect
+
+    from tdaeval._text import rst_to_plain
+
+    done = set() if done is None else done
+    rich_markup = getattr(typer_app, "rich_markup_mode", None) == "rich"
+
+    def plain(text: object) -> object:
+        if not isinstance(text, str):
+            return text
+        text = rst_to_plain(text)
+        return _escape(text) if rich_markup else text
+
+    commands = list(typer_app.registered_commands)
+    infos = [*commands, *typer_app.registered_groups, typer_app.info]
+    if typer_app.registered_callback is not None:
+        infos.append(typer_app.registered_callback)
+        if not isinstance(typer_app.info.help, str):  # the callback's docstring is the app's help
+            commands.append(typer_app.registered_callback)
+    for info in infos:
+        if id(info) in done:
+            continue
+        done.add(id(info))
+        callback = getattr(info, "callback", None)
+        callback = callback if callable(callback) else None  # typer's DefaultPlaceholder when unset
+        if isinstance(info.help, str):
+            info.help = plain(info.help)
+        elif info in commands and callback is not None and inspect.getdoc(callback):
+            info.help = plain(inspect.getdoc(callback))
+        if callback is not None:
+            for parameter in inspect.signature(callback).parameters.values():
+                option = parameter.default
+                if id(option) not in done and isinstance(getattr(option, "help", None), str):
+                    done.add(id(option))
+                    option.help = plain(option.help)
+        if isinstance(getattr(info, "typer_instance", None), typer.Typer):
+            _plain_help(info.typer_instance, done)
+
+
+_plain_help(app)
 
 
 def main() -> None:

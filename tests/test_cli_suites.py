@@ -69,7 +69,8 @@ def test_run_writes_the_github_step_summary(ran, tmp_path):
 ])
 def test_report_renders_each_format(ran, fmt, check):
     _, out, _ = ran
-    res = runner.invoke(app, ["report", str(out / "results.json"), "--format", fmt])
+    to_stdout = ["--out", "-"] if fmt == "html" else []  # html goes to report.html unless asked for on stdout
+    res = runner.invoke(app, ["report", str(out / "results.json"), "--format", fmt, *to_stdout])
     assert res.exit_code == 0, res.output
     assert check(res.stdout)
 

@@ -48,8 +48,10 @@ class Attribution:
     p_value : Tensor
         ``[n_test, n_train]`` p-value of "the score is zero" for each pair.
     test : str
-        How ``p_value`` was computed: ``"snr"`` (per-draw signal-to-noise,
-        ``2(1 − Φ(|μ/σ|))``) or ``"t"`` (t-test of the mean, ``S − 1`` degrees of freedom).
+        How ``p_value`` was computed: ``"t"`` (one-sample t-test of the mean,
+        ``S − 1`` degrees of freedom; calibrated) or ``"snr"`` (the paper's
+        per-draw signal-to-noise test, ``2(1 − Φ(|μ/σ|))``; not calibrated
+        under the null). See :func:`tdaeval.attributors.seeds.seed_statistics`.
     samples : Tensor, optional
         ``[S, n_test, n_train]``: the scores of each sample (seed), for
         cross-seed stability metrics.
@@ -59,7 +61,7 @@ class Attribution:
     std: Tensor
     n_samples: int
     p_value: Tensor
-    test: str = "snr"
+    test: str = "t"
     samples: Tensor | None = None
 
     @property
@@ -82,7 +84,7 @@ class Attributor(ABC):
     worth caching). :meth:`attribute` validates what they return.
 
     Scores are ``[n_test, n_train]``; a positive score means the training
-    example supports the test example's measurement (METHODS.md §0).
+    example supports the test example's measurement (docs: Methods §0).
     """
 
     name: ClassVar[str] = "attributor"
@@ -283,7 +285,9 @@ def _from_import_path(path: str, params: dict[str, Any]) -> Attributor:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"Cannot import module {module_name!r} for attributor {path!r}: {err}.") from err
+        from tdaeval._imports import import_failure
+
+        raise ConfigError(f"Cannot import module {module_name!r} for attributor {path!r}: {import_failure(module_name, err)}.") from err
     try:
         obj = getattr(module, attr)
     except AttributeError as err:

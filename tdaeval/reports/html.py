@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdaeval.errors import ConfigError
+from tdaeval.reports.markdown import _verdict
 from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, aggregate_ranks, describe_test
 from tdaeval.suites.result import Entry, SuiteResult
 
@@ -50,6 +51,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#fafafa}
 tr.best td{font-weight:600}
 tr.failed td{color:#8a3b12;font-style:italic}
+tr.fail td{color:#8a1212;font-weight:600}
+.warn{color:#8a5a00}
 td code{word-break:break-all;font-size:.82rem}
 img.plot{display:block;max-width:100%;height:auto;margin:.6rem 0}
 """
@@ -110,6 +113,7 @@ def render_html(result: SuiteResult, title: str | None = None) -> str:
         "<main>",
     ]
     parts += _header(result, title, views)
+    parts += _checks_section(result)
     parts += _aggregate_section(result, views, aggregate)
     for view in views:
         parts += _metric_section(view)
@@ -194,11 +198,44 @@ def _header(result: SuiteResult, title: str, views: list[_MetricView]) -> list[s
             generated.append(f"{key} {_e(text[:10] if key == 'git' else text)}")
     if generated:
         out.append(f'<p class="meta">Generated with {", ".join(generated)}.</p>')
-    links = ['<a href="#aggregate">Aggregate ranking</a>']
+    links = ['<a href="#checks">Checks</a>'] if result.checks or _check_notes(result) else []
+    links += ['<a href="#aggregate">Aggregate ranking</a>']
     links += [f'<a href="#{v.anchor}">{_e(v.name)}</a>' for v in views]
     links += ['<a href="#pareto">Quality vs cost</a>', '<a href="#provenance">Provenance</a>']
     out += [f"<nav>{''.join(links)}</nav>", "</header>"]
     return out
+
+
+def _check_notes(result: SuiteResult) -> list[str]:
+    """``provenance["check_notes"]``: what the thresholds left out (e.g. no baseline), as a list of strings."""
+    notes = (result.provenance or {}).get("check_notes") or []
+    return [str(n) for n in notes] if isinstance(notes, list) else [str(notes)]
+
+
+def _checks_section(result: SuiteResult) -> list[str]:
+    """The threshold outcomes (``tdaeval run`` and ``check``), failed ones first in colour, and the notes."""
+    notes = _check_notes(result)
+    if not result.checks and not notes:
+        return []
+    failed = [c for c in result.checks if not c.get("passed")]
+    out = ['<section id="checks">', f"<h2>Checks: {_e(_verdict(len(result.checks), len(failed), bool(notes)))}</h2>"]
+    if result.checks:
+        out += ["<table>", "<thead><tr><th>result</th><th>check</th><th>detail</th></tr></thead>", "<tbody>"]
+        for c in result.checks:
+            passed = bool(c.get("passed"))
+            row = "<tr>" if passed else '<tr class="fail">'
+            out.append(f'{row}<td>{"✅ pass" if passed else "❌ FAIL"}</td>'
+                       f'<td>{_e(c.get("name", ""))}</td><td>{_e(c.get("message", ""))}</td></tr>')
+        out += ["</tbody>", "</table>"]
+    out += [f'<p class="note warn">⚠ Note: {_e(note)}</p>' for note in notes]
+    out.append("</section>")
+    return out
+
+
+def _warnings(entry: Entry) -> list[str]:
+    """The entry's ``warnings`` (a list of strings; absent in older results files)."""
+    found = getattr(entry, "warnings", None)
+    return [str(w) for w in found] if isinstance(found, (list, tuple)) else []
 
 
 def _aggregate_section(result: SuiteResult, views: list[_MetricView], aggregate: list[AggregateRow]) -> list[str]:
@@ -272,13 +309,40 @@ def _metric_section(view: _MetricView) -> list[str]:
         ]
         if memory:
             cells.append(_memory(cost.get("peak_memory_bytes")))
+        if _warnings(view.entries[name]):
+            cells[1] += _warning_mark(view.entries[name])
         classes = ' class="best"' if low.get(name) == 1 else ""
         tds = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
         out.append(f"<tr{classes}>{tds}</tr>")
     for e in view.failures:
-        out.append(f'<tr class="failed"><td>–</td><td>{_e(e.attributor)}</td>'
+        out.append(f'<tr class="failed"><td>–</td><td>{_e(e.attributor)}{_warning_mark(e) if _warnings(e) else ""}</td>'
                    f'<td colspan="{len(columns) - 2}">could not run: {_e(e.error or "unknown reason")}</td></tr>')
-    out += ["</tbody>", "</table>", "</section>"]
+    out += ["</tbody>", "</table>"]
+    out += _metric_notes(view)
+    out.append("</section>")
+    return out
+
+
+def _warning_mark(entry: Entry) -> str:
+    return f' <span class="warn" title="{_e("; ".join(_warnings(entry)))}">⚠</span>'
+
+
+def _metric_notes(view: _MetricView) -> list[str]:
+    """Under a metric's table: what its CI covers and its test (when the results record them), and the warnings."""
+    out = []
+    entries = [*view.entries.values(), *view.failures]
+    for key, label in (("ci_covers", "CI"), ("test", "test")):
+        values = list(dict.fromkeys(
+            str(e.result.provenance[key]).rstrip(".") for e in entries
+            if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get(key) not in (None, "")
+        ))
+        if values:
+            out.append(f'<p class="note">{label}: {_e(" / ".join(values))}.</p>')
+    warned = [e for e in entries if _warnings(e)]
+    if warned:
+        out.append('<ul class="warn">')
+        out += [f"<li>⚠ {_e(e.attributor)}: {_e('; '.join(_warnings(e)))}</li>" for e in warned]
+        out.append("</ul>")
     return out
 
 

@@ -17,7 +17,9 @@ def render_junit(result: SuiteResult, checks: Sequence[CheckOutcome] | None = No
 
     Each threshold is a ``<testcase>`` (class ``tdaeval.<metric>``) that fails
     with the check's message. Without any threshold, each attributor × metric is
-    a test case that fails only when the attributor could not run.
+    a test case that fails only when the attributor could not run. Each note in
+    ``provenance["check_notes"]`` (e.g. a ``max_regression`` left unchecked for want
+    of a baseline) is a skipped test case, so CI lists it too.
 
     Parameters
     ----------
@@ -41,9 +43,15 @@ def render_junit(result: SuiteResult, checks: Sequence[CheckOutcome] | None = No
             ok = e.result is not None
             detail = f"value {e.result.value:.4g}" if ok and math.isfinite(e.result.value) else ("value undefined" if ok else "")
             cases.append((f"tdaeval.{e.metric}", f"{e.attributor} / {e.metric} ran", None if ok else f"could not run: {e.error}", detail))
+    notes = result.provenance.get("check_notes") or []
+    notes = [str(n) for n in notes] if isinstance(notes, list) else [str(notes)]
     failures = sum(1 for case in cases if case[2] is not None)
-    suites = ET.Element("testsuites", name="tdaeval", tests=str(len(cases)), failures=str(failures), errors="0")
-    suite = ET.SubElement(suites, "testsuite", name=str(name), tests=str(len(cases)), failures=str(failures), errors="0", skipped="0")
+    total = str(len(cases) + len(notes))
+    suites = ET.Element("testsuites", name="tdaeval", tests=total, failures=str(failures), errors="0")
+    suite = ET.SubElement(suites, "testsuite", name=str(name), tests=total, failures=str(failures), errors="0", skipped=str(len(notes)))
+    for note in notes:  # what the thresholds left out, e.g. the regression check without a baseline file
+        case = ET.SubElement(suite, "testcase", classname="tdaeval.checks", name=note, time="0")
+        ET.SubElement(case, "skipped", message=note)
     for classname, case_name, failure, detail in cases:
         case = ET.SubElement(suite, "testcase", classname=classname, name=case_name, time="0")
         if failure is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from tdaeval.errors import ConfigError
@@ -11,7 +12,7 @@ from tdaeval.suites.compare import compare_results
 from tdaeval.suites.config import ThresholdSpec
 from tdaeval.suites.result import SuiteResult
 
-__all__ = ["CheckOutcome", "evaluate_checks"]
+__all__ = ["CheckOutcome", "baseline_note", "evaluate_checks"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,42 @@ def evaluate_checks(
             raise ConfigError("thresholds.max_regression needs a baseline results file (the suite's 'baseline' key or --baseline).")
         out += _regression_outcomes(result, baseline, thresholds, alpha)
     return out
+
+
+def baseline_note(thresholds: ThresholdSpec, baseline: str | Path | None) -> str | None:
+    """One line saying what a missing baseline leaves unchecked; None when nothing is missing.
+
+    ``tdaeval run`` prints it as a warning and keeps it in the reports
+    (``provenance["check_notes"]``), ``tdaeval validate`` as a note, and
+    ``tdaeval check`` refuses to run without the baseline that
+    ``max_regression`` needs (exit code 2).
+
+    Parameters
+    ----------
+    thresholds : ThresholdSpec
+        The suite's thresholds.
+    baseline : str or Path or None
+        The baseline results file the suite (or ``--baseline``) names, resolved
+        against the suite's folder; None when none is named.
+
+    Returns
+    -------
+    str or None
+        ``"thresholds.max_regression (0.02) is not checked: ..."`` when
+        ``max_regression`` is set and the file is not named or does not exist;
+        ``"the baseline file ... does not exist ..."`` when a baseline is named,
+        missing and unused; otherwise None.
+    """
+    if not isinstance(thresholds, ThresholdSpec):
+        raise ConfigError(f"The 'thresholds' parameter of baseline_note must be a ThresholdSpec. Got {type(thresholds).__name__}.")
+    if baseline is not None and Path(baseline).exists():
+        return None
+    if thresholds.max_regression is None:
+        if baseline is None:
+            return None
+        return f"the baseline file {str(baseline)!r} does not exist (no threshold uses it: thresholds.max_regression is not set)."
+    what = f"thresholds.max_regression ({thresholds.max_regression:g}) is not checked"
+    if baseline is None:
+        return f"{what}: no baseline results file is set ('baseline' in the suite, or --baseline)."
+    return (f"{what}: the baseline file {str(baseline)!r} does not exist "
+            "(record one by copying the results.json of a run there).")

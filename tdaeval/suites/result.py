@@ -20,7 +20,14 @@ SCHEMA = "tdaeval.suite_result/1"
 
 @dataclass
 class Entry:
-    """One attributor on one metric: the result, or why it could not run."""
+    """One attributor on one metric: the result, or why it could not run.
+
+    ``error`` is the one-line reason an entry could not run (``result`` is then
+    None) and ``traceback`` the full Python traceback of that failure.
+    ``warnings`` lists what the attributor warned about while it ran
+    (``"ConvergenceWarning: ..."``: e.g. an influence solve that did not
+    converge), so that a report can mark a number that should not be trusted.
+    """
 
     attributor: str
     metric: str
@@ -28,11 +35,15 @@ class Entry:
     cost: dict[str, float] = field(default_factory=dict)
     attributor_params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    traceback: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        base = {"attributor": self.attributor, "metric": self.metric, "cost": self.cost, "attributor_params": self.attributor_params}
+        base = {"attributor": self.attributor, "metric": self.metric, "cost": self.cost, "attributor_params": self.attributor_params,
+                "warnings": list(self.warnings)}
         if self.result is None:
-            return {**base, "value": None, "ci": [None, None], "higher_is_better": None, "per_example": [], "provenance": {}, "error": self.error}
+            return {**base, "value": None, "ci": [None, None], "higher_is_better": None, "per_example": [], "provenance": {}, "error": self.error,
+                    "traceback": self.traceback}
         return {**base, **self.result.to_dict(), "error": None}
 
 
@@ -199,7 +210,8 @@ class SuiteResult:
         try:
             for item in data["results"]:
                 result = None if item.get("error") else MetricResult.from_dict(item)
-                entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}), item.get("error")))
+                entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}), item.get("error"),
+                                     traceback=item.get("traceback"), warnings=list(item.get("warnings", []))))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{source}: malformed results document ({type(err).__name__}: {err}).") from None
         return cls(entries=entries, task=data.get("task", {}), provenance=data.get("provenance", {}), checks=data.get("checks", []))

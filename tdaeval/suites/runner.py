@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import subprocess
 import time
+import traceback as _traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,18 @@ import torch
 from torch import Tensor
 
 from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
-from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval._integrity import check_unchanged, state_digests
+from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least, collect_warnings
 from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION
 from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.scores import write_scores
 from tdaeval.metrics.base import Metric, get_metric
 from tdaeval.suites.cost import PeakMemory
+from tdaeval.suites.progress import Reporter, check_progress, make_reporter
 from tdaeval.suites.result import Entry, SuiteResult
 from tdaeval.task import Task
-from tdaeval.training import Checkpoint, train_model
+from tdaeval.training import Checkpoint, set_training_seed, train_model
 
 __all__ = ["evaluate", "run_suite", "build_groundtruth", "builtin_attributors", "train_reference"]
 
@@ -50,7 +53,10 @@ def train_reference(
     With a ``store``, the trained weights and checkpoints are kept under a key
     of the task's fingerprint, the seed and ``n_checkpoints``, and loaded
     instead of retrained next time (a controlled setting's transformed task
-    has its own fingerprint, so its model is cached separately).
+    has its own fingerprint, so its model is cached separately). A restored
+    model and its checkpoints equal a fresh run's, checkpoint parameters in
+    the model's ``named_parameters`` order; the model carries ``seed`` as its
+    training seed (:func:`tdaeval.training.training_seed`) either way.
     """
     spec = {"kind": "reference_model", "version": GROUNDTRUTH_VERSION, "task": task.fingerprint(), "seed": int(seed),
             "n_checkpoints": int(n_checkpoints)}
@@ -67,7 +73,7 @@ def train_reference(
         run = train_model(task, model, all_indices, seed, n_checkpoints=n_checkpoints, device=device)
         model, checkpoints = run.model, run.checkpoints
     else:
-        model = task.train(model, all_indices, seed)
+        model = set_training_seed(task.train(model, all_indices, seed), seed)
         params = {k: v.detach().clone() for k, v in model.named_parameters()}
         checkpoints = [Checkpoint(epoch=task.recipe.epochs, lr=task.recipe.lr, params=params)]
     if store is not None:
@@ -88,11 +94,18 @@ def _restore_reference(task: Task, seed: int, stored: dict[str, Tensor], device:
     except RuntimeError:
         return None  # the model factory changed shape without changing the fingerprint: retrain
     model.eval()
+    set_training_seed(model, seed)
+    # The store hands tensors back in its own (sorted) key order: rebuild each checkpoint's
+    # parameters by name, in the model's named_parameters order, as a fresh run records them.
+    names = [name for name, _ in model.named_parameters()]
     checkpoints = []
     c = 0
     while f"checkpoint{c}/epoch" in stored:
         prefix = f"checkpoint{c}/params/"
-        params = {k.removeprefix(prefix): v.to(device) for k, v in stored.items() if k.startswith(prefix)}
+        saved = {k.removeprefix(prefix) for k in stored if k.startswith(prefix)}
+        if saved != set(names):
+            return None  # checkpoints of another architecture under this key: retrain
+        params = {name: stored[prefix + name].to(device) for name in names}
         checkpoints.append(Checkpoint(int(stored[f"checkpoint{c}/epoch"]), float(stored[f"checkpoint{c}/lr"]), params))
         c += 1
     return model, checkpoints
@@ -162,7 +175,7 @@ def evaluate(
     device: str = "cpu",
     executor: Any = None,
     on_error: str = "raise",
-    progress: Progress | None = None,
+    progress: bool | str | Progress | None = "auto",
     score_chunk: int | None = None,
     scores_dir: str | Path | None = None,
 ) -> SuiteResult:
@@ -189,9 +202,14 @@ def evaluate(
     executor : str or executor, optional
         Runs the retraining jobs (default ``"local"``).
     on_error : {"raise", "record"}
-        On an attributor failure, raise, or record "could not run: reason" and go on.
-    progress : callable, optional
-        ``progress(stage, done, total)``.
+        On an attributor failure, raise, or record "could not run: reason" (with
+        its traceback in the entry's ``traceback``) and go on.
+    progress : {"auto", True, False} or callable
+        ``"auto"``: numbered lines with timings (``[3/10] lds: building ground
+        truth``) as INFO records of the ``"tdaeval"`` logger, shown where logging
+        shows them (the command line does); ``True``: the same, shown on standard
+        error even without a logging set-up; ``False`` or None: none; a callable:
+        called as ``progress(stage, done, total)`` instead (:mod:`tdaeval.suites.progress`).
     score_chunk : int, optional
         Stream scores in chunks of this many training points into memory-mapped
         ``.npy`` files (:mod:`tdaeval.scores`) instead of holding each score
@@ -208,27 +226,41 @@ def evaluate(
         raise ConfigError(f"The 'task' parameter of evaluate must be a tdaeval Task. Got {type(task).__name__}.")
     if on_error not in ("raise", "record"):
         raise ConfigError(f"The 'on_error' parameter of evaluate must be 'raise' or 'record'. Got {on_error!r} instead.")
+    check_progress(progress, "evaluate")
     resolved = _resolve_attributors(attributors)
     metric_objs = _resolve_metrics(metrics)
     store = ArtifactStore(cache_dir)
-    report = progress or (lambda stage, done, total: None)
 
     if score_chunk is not None:
         check_int_at_least("score_chunk", "evaluate", score_chunk, 1)
         score_root = Path(scores_dir) if scores_dir is not None else Path(tempfile.mkdtemp(prefix="tdaeval-scores-"))
     runner = get_executor(executor, device=device)  # one executor (one Ray connection, one pool) for every metric
+    steps = make_reporter(progress, 1 + len(metric_objs) + len(resolved), "evaluate")
+    report = steps.update
     try:
+        steps.begin("reference model", "training (or loading from the store)")
         report("reference model", 0, 1)
         model, checkpoints = train_reference(task, seed=seed, n_checkpoints=n_checkpoints, device=device, store=store)
         report("reference model", 1, 1)
+        steps.end("ready")
 
-        truths = [_build_truth(metric, task, store, model, device, runner, report) for metric in metric_objs]
+        truths = [_logged_truth(steps, metric, task, store, model, device, runner) for metric in metric_objs]
 
         entries: list[Entry] = []
+        # Every attributor shares the model, its checkpoints and the data: one that writes into them
+        # in place would change every later attributor's numbers, so the run stops naming it.
+        shared = {"train data": task.train_data, "test data": task.test_data}
+        shared_before = state_digests(model, checkpoints, shared)
+        previous: str | None = None
         for i, (name, attributor) in enumerate(resolved.items()):
+            if previous is not None:
+                check_unchanged(shared_before, state_digests(model, checkpoints, shared), previous)
+            previous = name
             report("attributors", i, len(resolved))
+            steps.begin(name, "attributing")
+            said: list[str] = []  # what the attributor warned about (a solve that did not converge, ...)
             try:
-                with PeakMemory(device) as memory:
+                with PeakMemory(device) as memory, collect_warnings(said):
                     start = time.perf_counter()
                     attributor.fit(task, model, task.train_data, checkpoints=checkpoints)
                     fit_s = time.perf_counter() - start
@@ -243,12 +275,15 @@ def evaluate(
             except TdaevalError as err:
                 if on_error == "raise":
                     raise
-                entries.extend(Entry(name, m.name, None, error=str(err)) for m in metric_objs)
+                entries.extend(Entry(name, m.name, None, error=str(err), traceback=_format_traceback(err), warnings=list(said)) for m in metric_objs)
+                steps.end(f"could not run: {err}")
                 continue
             except Exception as err:  # noqa: BLE001 - a user attributor may fail in any way
                 if on_error == "raise":
                     raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
-                entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}") for m in metric_objs)
+                entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}", traceback=_format_traceback(err),
+                                     warnings=list(said)) for m in metric_objs)
+                steps.end(f"could not run: {type(err).__name__}: {err}")
                 continue
             cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
             # Ensembles and the seed posterior split their cost further (training, serving, storage).
@@ -256,16 +291,23 @@ def evaluate(
             for metric, truth in zip(metric_objs, truths):
                 # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
                 extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
+                said_here = list(said)  # self-influence solves again
                 try:
-                    result = metric.compute(scores, truth, **extra)
+                    with collect_warnings(said_here):
+                        result = metric.compute(scores, truth, **extra)
                 except TdaevalError as err:  # e.g. a metric that cannot apply to this attributor
                     if on_error == "raise":
                         raise
-                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err)))
+                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err),
+                                         traceback=_format_traceback(err), warnings=said_here))
                     continue
-                entries.append(Entry(name, metric.name, result, cost, attributor.get_params()))
+                entries.append(Entry(name, metric.name, result, cost, attributor.get_params(), warnings=said_here))
+            steps.end("done", f"fit {fit_s:.2f} s, attribute {attribute_s:.2f} s")
+        if previous is not None:
+            check_unchanged(shared_before, state_digests(model, checkpoints, shared), previous)
         report("attributors", len(resolved), len(resolved))
     finally:
+        steps.close()
         if not isinstance(executor, Executor):
             runner.shutdown()
         if score_chunk is not None and scores_dir is None:
@@ -287,6 +329,19 @@ def evaluate(
         "score_chunk": score_chunk,
     }
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
+
+
+def _format_traceback(err: BaseException) -> str:
+    """The full traceback of ``err`` (with the exceptions it was raised from), as printed by Python."""
+    return "".join(_traceback.format_exception(type(err), err, err.__traceback__))
+
+
+def _logged_truth(steps: Reporter, metric: Metric, task: Task, store: ArtifactStore, model: Any, device: str, executor: Executor) -> Any:
+    """:func:`_build_truth` as one numbered progress step."""
+    steps.begin(metric.name, "building ground truth")
+    truth = _build_truth(metric, task, store, model, device, executor, steps.update)
+    steps.end("ground truth ready")
+    return truth
 
 
 def _build_truth(metric: Metric, task: Task, store: ArtifactStore, model: Any, device: str, executor: Executor, report: Progress) -> Any:
@@ -315,7 +370,7 @@ def run_suite(
     *,
     cache_dir: str | Path | None = None,
     executor: Any = None,
-    progress: Progress | None = None,
+    progress: bool | str | Progress | None = "auto",
 ) -> SuiteResult:
     """Run a suite: every attributor × metric on its task, failures recorded, not raised.
 
@@ -327,8 +382,9 @@ def run_suite(
         Overrides the suite's ``store``.
     executor : str, dict or Executor, optional
         Overrides the suite's ``executor``.
-    progress : callable, optional
-        ``progress(stage, done, total)``.
+    progress : {"auto", True, False} or callable
+        As for :func:`evaluate`: numbered progress lines on the ``"tdaeval"``
+        logger, or a callback ``progress(stage, done, total)``.
 
     Returns
     -------
@@ -337,6 +393,7 @@ def run_suite(
     """
     from tdaeval.suites.config import build_attributors, build_metrics, build_task, suite_path
 
+    check_progress(progress, "run_suite")
     config, folder, source = _load_suite(suite, "run_suite")
     cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
     task = build_task(config, source)
@@ -367,7 +424,7 @@ def build_groundtruth(
     plan_only: bool = False,
     cache_dir: str | Path | None = None,
     executor: Any = None,
-    progress: Progress | None = None,
+    progress: bool | str | Progress | None = "auto",
 ) -> list[dict[str, Any]]:
     """Build (or only count) the ground truth of a suite's metrics, optionally one shard of it.
 
@@ -383,6 +440,10 @@ def build_groundtruth(
         Overrides the suite's ``store``.
     executor : str, dict or Executor, optional
         Overrides the suite's ``executor``.
+    progress : {"auto", True, False} or callable
+        As for :func:`evaluate`: one numbered step per metric (after the
+        reference model, when a metric needs it), or a callback
+        ``progress(stage, done, total)``.
 
     Returns
     -------
@@ -395,30 +456,38 @@ def build_groundtruth(
     from tdaeval.suites.config import build_metrics, build_task, suite_path
 
     config, folder, source = _load_suite(suite, "build_groundtruth")
+    check_progress(progress, "build_groundtruth")
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
     task = build_task(config, source)
     metrics = build_metrics(config, source)
     store = ArtifactStore(cache_dir)
-    report = progress or (lambda stage, done, total: None)
+    needs_model = any(getattr(m, "needs_model", False) for m in metrics)
+    steps = make_reporter(progress, int(needs_model) + len(metrics), "build_groundtruth")
     model = None
-    if any(getattr(m, "needs_model", False) for m in metrics):  # further training starts from the explained model
-        model, _ = train_reference(task, seed=config.seed, n_checkpoints=config.n_checkpoints, device=config.device, store=store)
-    runner = get_executor(config.executor if executor is None else executor, device=config.device)
+    runner = None
     rows = []
     try:
+        if needs_model:  # further training starts from the explained model
+            steps.begin("reference model", "training (or loading from the store)")
+            model, _ = train_reference(task, seed=config.seed, n_checkpoints=config.n_checkpoints, device=config.device, store=store)
+            steps.end("ready")
+        runner = get_executor(config.executor if executor is None else executor, device=config.device)
         for metric in metrics:
+            steps.begin(metric.name, "counting stored ground truth" if plan_only else "building ground truth")
             with build_mode(shard=shard, plan_only=plan_only) as mode:
                 try:
-                    _build_truth(metric, task, store, model, config.device, runner, report)
+                    _build_truth(metric, task, store, model, config.device, runner, steps.update)
                 except IncompleteGroundTruth:
                     pass
             total = {k: sum(c[k] for c in mode.counts) for k in ("jobs", "stored", "trained", "missing")}
             state = "no retraining" if not mode.counts else ("complete" if total["missing"] == 0 else "incomplete")
             note = "score-dependent removals are trained when attributors run" if metric.name in ("topk_removal", "flip_test", "brittleness") else ""
             rows.append({"metric": metric.name, **total, "state": state, "note": note})
+            steps.end(f"{state}, {total['jobs']} jobs: {total['stored']} stored, {total['trained']} trained, {total['missing']} missing")
     finally:
-        if not isinstance(executor, Executor):
+        steps.close()
+        if runner is not None and not isinstance(executor, Executor):
             runner.shutdown()
     return rows
