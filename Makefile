@@ -1,37 +1,63 @@
 # Two commands on a fresh machine (Python >= 3.10):
 #   make quickstart   create .venv if missing, install tdaeval, run `tdaeval quickstart`
 #   make test         create .venv if missing, install with the test and docs extras,
-#                     run the tests and build the docs with warnings as errors
+#                     run the tests (the slow ones as a second step) and build the docs
+#                     with warnings as errors
+#   make test-quick   the same venv; only the tests not marked slow (a few minutes)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A CPU build of torch avoids the multi-GB CUDA wheel on CPU machines; the
-# project's own requirement stays the plain range torch>=2.2.
-TORCH_PIN ?= torch==2.13.0
+# torch. The project itself only asks for torch>=2.2 (pyproject.toml, TORCH_RANGE); make
+# installs TORCH_SPEC, from pip's configured index unless TORCH_INDEX is set.
+# From PyPI a plain torch==2.13.0 on Linux is the CUDA build (several GB with its
+# nvidia-* wheels); for the CPU build use PyTorch's CPU index:
+#   make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# TORCH_INDEX reaches pip as --index-url where torch is installed alone and as
+# --extra-index-url where it is installed beside other packages. A torch that is
+# already in the venv and satisfies torch>=2.2 is kept, never reinstalled.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+# the older name of TORCH_SPEC
+ifdef TORCH_PIN
+TORCH_SPEC := $(TORCH_PIN)
+endif
+TORCH_RANGE := >=2.2
+TORCH_INDEX_URL = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+TORCH_EXTRA_INDEX_URL = $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# Prints torch==<version> when the venv has a torch (its installed metadata, read without
+# importing torch) that satisfies TORCH_RANGE; nothing otherwise.
+INSTALLED_TORCH = $(BIN)/python -c "from importlib.metadata import version; from pip._vendor.packaging.specifiers import SpecifierSet; v = version('torch'); print('torch==' + v if SpecifierSet('$(TORCH_RANGE)').contains(v, prereleases=True) else '')" 2>/dev/null
 
-.PHONY: quickstart test test-quanda test-peft docs bench clean
+.PHONY: quickstart test test-quick test-quanda test-peft docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" || echo "($(TORCH_PIN) not available here; pip resolves torch>=2.2 instead)"
+	test -n "$$($(INSTALLED_TORCH))" || $(BIN)/python -m pip install --quiet $(TORCH_INDEX_URL) "$(TORCH_SPEC)" || echo "($(TORCH_SPEC) not available here; pip resolves torch$(TORCH_RANGE) instead)"
 
+# The torch pin (the installed torch when it is kept, else TORCH_SPEC) goes on the
+# same command line so that the dependencies, and the adapters' libraries
+# (kronfluence pulls torchvision), resolve against it rather than upgrade it.
 $(VENV)/.installed-core: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+	torch="$$($(INSTALLED_TORCH))"; $(BIN)/python -m pip install --quiet -e . "$${torch:-$(TORCH_SPEC)}" $(TORCH_EXTRA_INDEX_URL) || $(BIN)/python -m pip install --quiet -e . $(TORCH_EXTRA_INDEX_URL)
 	touch $@
 
-# The torch pin goes on the same command line so that the adapters' libraries
-# (kronfluence pulls torchvision) resolve against it rather than upgrade it.
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]" "$(TORCH_PIN)" || $(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	torch="$$($(INSTALLED_TORCH))"; $(BIN)/python -m pip install --quiet -e ".[test,docs]" "$${torch:-$(TORCH_SPEC)}" $(TORCH_EXTRA_INDEX_URL) || $(BIN)/python -m pip install --quiet -e ".[test,docs]" $(TORCH_EXTRA_INDEX_URL)
 	touch $@
 
 quickstart: $(VENV)/.installed-core
 	$(BIN)/tdaeval quickstart
 
+# Tests marked slow (the tutorials, the longest retraining tests) run as their own
+# step, so that their output and timings show separately.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m slow
 	$(MAKE) docs
+
+test-quick: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow"
 
 # Quanda 0.5.0 needs torch 2.14.1 + torchvision 0.29.1 and numpy 2 against
 # captum's declared numpy<2, so its adapter tests run in a venv of their own

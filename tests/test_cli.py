@@ -14,6 +14,7 @@ SMALL = ["--n-train", "200", "--n-test", "20", "--subsets", "6"]
 # 200 training points make the tiny MLP's damped Hessian indefinite, so block CG warns that it did not
 # converge: the warning is right, and not what this test is about.
 @pytest.mark.filterwarnings("ignore:Influence\\(solver='cg'\\).*did not converge:UserWarning")
+@pytest.mark.slow
 def test_quickstart_writes_results_and_report(tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["quickstart", "--out", str(out), "--cache-dir", str(tmp_path / "c"), *SMALL])
@@ -51,6 +52,7 @@ def test_unwritable_cache_dir_exits_2(tmp_path):
     assert res.exit_code == 2 and "not writable" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.slow
 def test_user_attributor_by_module_path(tmp_path):
     args = ["quickstart", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), *SMALL]
     res = runner.invoke(app, [*args, "-a", "tests.attributors.plugin_example:input_dot", "-a", "random"])

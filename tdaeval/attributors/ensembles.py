@@ -1,4 +1,4 @@
-"""Ensembles of attributors (Deng, Li, Zhang, Ma 2024, "Efficient Ensembles"; METHODS.md §5).
+"""Ensembles of attributors (Deng, Li, Zhang, Ma 2024, "Efficient Ensembles"; docs: Methods §5).
 
 An ensemble wraps any attributor (a registry name with parameters, or an
 unfitted instance) and averages its scores over *members*: models that stand
@@ -423,7 +423,7 @@ def with_member_dropout(model: nn.Module, example: Tensor, p: float | None, mode
 
 @register
 class DropoutEnsemble(Ensemble):
-    """``I`` trained models × ``K`` dropout passes at attribution time (METHODS.md §5).
+    """``I`` trained models × ``K`` dropout passes at attribution time (docs: Methods §5).
 
     Every member is a copy of a trained model in eval mode whose dropout layers
     apply a fixed seeded mask (:class:`MemberDropout`) at rate ``p``: one mask
@@ -636,7 +636,7 @@ def finetune_adapters(
 
 @register
 class LoRAEnsemble(Ensemble):
-    """``I`` trained models × ``K`` low-rank adapters fine-tuned from each (METHODS.md §5).
+    """``I`` trained models × ``K`` low-rank adapters fine-tuned from each (docs: Methods §5).
 
     Every member is a copy of a trained model with a rank-``r`` adapter on each
     target ``nn.Linear`` / ``nn.Conv2d`` (:func:`~tdaeval.nn.add_lora`: ``B``

@@ -1,4 +1,4 @@
-"""Further-training gold standard for final-model-only attribution (Wei et al. 2024, "FiMO"; METHODS.md §3).
+"""Further-training gold standard for final-model-only attribution (Wei et al. 2024, "FiMO"; docs: Methods §3).
 
 Given only a final model ``θ_f``: further train it on the full data and on the
 data without point ``i``, with the *same* batch order minus ``i`` (paired),

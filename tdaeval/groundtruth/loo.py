@@ -1,4 +1,4 @@
-"""Ground truth of leave-one-out: retrain without each of a set of training points (METHODS.md §2).
+"""Ground truth of leave-one-out: retrain without each of a set of training points (docs: Methods §2).
 
 ``Δ_i(z) = f(z; θ(D∖z_i)) − f(z; θ(D))`` for every removed point ``i`` and test
 point ``z``, each model trained from scratch. With ``R`` seeds the removal and

@@ -1,4 +1,4 @@
-"""Counterfactual removal: retrain without the training points an attributor ranks highest (METHODS.md §2).
+"""Counterfactual removal: retrain without the training points an attributor ranks highest (docs: Methods §2).
 
 Unlike LDS and leave-one-out, what is retrained depends on the scores: for a
 test point ``z`` and a size ``k``, the ``k`` highest-scored training points of

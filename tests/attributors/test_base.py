@@ -107,7 +107,9 @@ def _contract_attributor(name: str) -> Attributor:
 
 # The 3-epoch MLP is far from a minimum: CG meets negative curvature and says so.
 @pytest.mark.filterwarnings("ignore:Influence\\(solver='cg'\\)")
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in {"influence", "dattri.influence"} else n for n in names()]
+)
 def test_every_registered_attributor_meets_the_contract(small_digits, name):
     """Common test over the registry: shape, dtype, finiteness, determinism."""
     from tdaeval.training import train_model

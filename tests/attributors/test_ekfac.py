@@ -155,6 +155,7 @@ def test_corrected_eigenvalues_are_the_gradient_second_moments_in_the_eigenbasis
         assert off_diagonal.abs().max() < 1e-8 * rotated.abs().max()
 
 
+@pytest.mark.slow
 def test_ekfac_on_a_cnn_supports_its_own_copy_and_source_runs(cnn):
     task, run = cnn
     copies = torch.arange(0, 40, 4)

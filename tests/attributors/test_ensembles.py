@@ -193,6 +193,7 @@ def test_fresh_adapters_give_the_base_gradients_projected_on_a(mlp):
     torch.testing.assert_close(everything.attribute(task.test_data), base + expected, rtol=1e-4, atol=1e-5 * float(base.abs().max()))
 
 
+@pytest.mark.slow
 def test_adapters_fine_tuned_together_equal_each_fine_tuned_alone(mlp):
     from tdaeval.attributors.ensembles import finetune_adapters
     from tdaeval.nn import add_lora, lora_parameters

@@ -70,6 +70,7 @@ def test_shards_partition_the_jobs():
             Shard.parse(bad)
 
 
+@pytest.mark.slow
 def test_two_concurrent_shards_equal_one_full_run(suite, reference, tmp_path):
     store = tmp_path / "shared"
     procs = [_cli("groundtruth", "run", str(suite), "--shard", f"{i}/2", "--cache-dir", str(store)) for i in range(2)]
@@ -81,6 +82,7 @@ def test_two_concurrent_shards_equal_one_full_run(suite, reference, tmp_path):
     assert torch.equal(_outputs(suite, store), reference)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_is_bit_identical(suite, reference, tmp_path):
     store = tmp_path / "killed"
     rng = random.Random(0)

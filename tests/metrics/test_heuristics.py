@@ -95,6 +95,7 @@ def test_retrieval_metrics_equal_sklearn_average_precision(rng, metric_name):
     assert perfect.value == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_controlled_settings_on_digits(tmp_path):
     from tdaeval.tasks import DigitsTask, with_grouped_labels, with_mixed_dataset, with_shortcut
 

@@ -2,7 +2,7 @@
 
 An adapter wraps another library's attributor so that it takes our
 ``fit(task, model, train)`` / ``attribute(test)`` calls and returns scores
-``[n_test, n_train]`` with positive = supports (METHODS.md §0). Its library is
+``[n_test, n_train]`` with positive = supports (docs: Methods §0). Its library is
 imported only when the adapter is fitted; a missing library is an error that
 names the extra to install.
 """

@@ -3,7 +3,7 @@
 Quanda's explainers take ``(model, train_dataset, ...)`` in their constructor
 and return ``explain(test_data, targets) -> [n_test, n_train]`` in captum's
 orientation (higher = the training example supports / is more relevant to
-the test example), which is ours (METHODS.md §0): the adapter converts no
+the test example), which is ours (docs: Methods §0): the adapter converts no
 sign and no layout, and checks both.
 
 Quanda is imported when the attributor is fitted. Importing quanda calls
