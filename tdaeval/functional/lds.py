@@ -110,7 +110,11 @@ def lds_two_way_ci(
         first, then the test indices ``[B, t]`` (t = test points with a finite
         LDS, in their order); the global RNG is not touched.
     chunk_elements : int
-        Resamples are processed in chunks of about this many ``B·M·t`` elements.
+        Resamples are processed in chunks of about this many ``B·M·t``
+        elements (at least one resample per chunk); the resample indices are
+        drawn chunk by chunk too, so memory stays bounded for any B (the
+        numbers are bit-identical to drawing all ``[B, M]`` and ``[B, t]``
+        indices at once).
 
     Returns
     -------
@@ -131,18 +135,26 @@ def lds_two_way_ci(
     if t == 0 or n_subsets < 2:
         return float("nan"), float("nan")
     levels_p, levels_o = _dense_levels(predictions[:, kept]), _dense_levels(outputs[:, kept])
-    generator = torch.Generator().manual_seed(seed)
-    subset_idx = torch.randint(0, n_subsets, (n_resamples, n_subsets), generator=generator)
-    test_idx = torch.randint(0, t, (n_resamples, t), generator=generator)
-    weights = torch.zeros(n_resamples, t, dtype=torch.float64).scatter_add_(1, test_idx, torch.ones(n_resamples, t, dtype=torch.float64))
+    # One generator stream: all [B, M] subset indices, then all [B, t] test
+    # indices. Drawn chunk by chunk from two generators, the second one moved
+    # past the subset draws first (randint draws sequentially, so the numbers
+    # are the same as one [B, M] and one [B, t] draw).
+    subset_gen = torch.Generator().manual_seed(seed)
+    test_gen = torch.Generator().manual_seed(seed)
+    skip_rows = max(1, 2**24 // n_subsets)
+    for start in range(0, n_resamples, skip_rows):
+        torch.randint(0, n_subsets, (min(skip_rows, n_resamples - start), n_subsets), generator=test_gen)
     stats = torch.empty(n_resamples, dtype=torch.float64)
     step = max(1, chunk_elements // (n_subsets * t))
     for start in range(0, n_resamples, step):
-        drawn = subset_idx[start:start + step]  # [b, M]
+        rows = min(step, n_resamples - start)
+        drawn = torch.randint(0, n_subsets, (rows, n_subsets), generator=subset_gen)  # [b, M]
+        test_idx = torch.randint(0, t, (rows, t), generator=test_gen)  # [b, t]
+        weights = torch.zeros(rows, t, dtype=torch.float64).scatter_add_(1, test_idx, torch.ones(rows, t, dtype=torch.float64))
         counts = torch.zeros(drawn.shape, dtype=torch.float64).scatter_add_(1, drawn, torch.ones(drawn.shape, dtype=torch.float64))
         r = _multiset_spearman(levels_p, levels_o, counts)  # [b, t]
         ok = torch.isfinite(r)
-        w = weights[start:start + step] * ok
+        w = weights * ok
         total = w.sum(dim=1)
         stats[start:start + step] = torch.where(total > 0, (w * torch.where(ok, r, 0.0)).sum(dim=1) / total.clamp_min(1e-300), torch.nan)
     tail = (1.0 - level) / 2.0

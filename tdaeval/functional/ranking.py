@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tdaeval.functional.bootstrap import _row_blocks
+
 __all__ = ["paired_bootstrap_differences", "holm_adjust", "rank_intervals", "pareto_front"]
 
 
@@ -36,6 +38,13 @@ def paired_bootstrap_differences(
         percentile interval and ``p_value`` the two-sided bootstrap p-value
         ``min(1, 2·min(P*(d ≤ 0), P*(d ≥ 0)))`` (1 on the diagonal and for two
         identical methods; NaN where a pair shares no finite example).
+
+    Notes
+    -----
+    The ``[B, n]`` resample indices and weights are drawn and used in blocks of
+    rows of at most 2**24 elements plus one row (``3·n`` when n > 2**23; see
+    ``tdaeval.functional.bootstrap.BLOCK_ELEMENTS``), so memory stays bounded
+    for any n; the numbers are bit-identical to drawing all B rows at once.
     """
     values = per_example.to(torch.float64)
     n_methods, n = values.shape
@@ -54,9 +63,13 @@ def paired_bootstrap_differences(
 
     observed = means(torch.ones(1, n, dtype=torch.float64))[0]
     generator = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_resamples, n), generator=generator) if n else torch.zeros(n_resamples, 0, dtype=torch.long)
-    weights = torch.zeros(n_resamples, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    boot = means(weights)  # [B, P]
+    boot = torch.empty(n_resamples, pair_i.numel(), dtype=torch.float64)  # [B, P]
+    for start, stop in _row_blocks(n_resamples, n):
+        rows = stop - start
+        idx = torch.randint(0, n, (rows, n), generator=generator) if n else torch.zeros(rows, 0, dtype=torch.long)
+        weights = torch.zeros(rows, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+        del idx
+        boot[start:stop] = means(weights)
     tail = (1.0 - level) / 2.0
     valid = torch.isfinite(boot)
     n_valid = valid.sum(0).to(torch.float64)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from tdaeval.errors import ConfigError
+from tdaeval.functional.bootstrap import _row_blocks
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences
 from tdaeval.metrics.base import MetricResult
 from tdaeval.suites.result import SuiteResult
@@ -66,6 +67,9 @@ def bootstrap_difference(
 
     Paired resamples the same test points for both (their per-example values
     must align); unpaired resamples each result's examples independently.
+    Both run in bounded memory: resamples are drawn in blocks of rows of at
+    most 2**24 elements plus one row (``3·n`` for more than 2**23 examples),
+    with numbers bit-identical to drawing all of them at once.
     """
     if paired:
         diff, low, high, p = paired_bootstrap_differences(
@@ -79,8 +83,12 @@ def bootstrap_difference(
         values = values[torch.isfinite(values)]
         if values.numel() == 0:
             return torch.full((n_resamples,), math.nan, dtype=torch.float64)
-        idx = torch.randint(0, values.numel(), (n_resamples, values.numel()), generator=generator)
-        return values[idx].mean(1)
+        n = values.numel()
+        means = torch.empty(n_resamples, dtype=torch.float64)
+        for start, stop in _row_blocks(n_resamples, n):
+            idx = torch.randint(0, n, (stop - start, n), generator=generator)  # [b, n]
+            means[start:stop] = values[idx].mean(1)
+        return means
 
     deltas = boot(new.per_example) - boot(base.per_example)
     change = float(new.value - base.value)

@@ -201,11 +201,20 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "results") -> "SuiteResult":
-        """Inverse of :meth:`to_dict` (rankings are recomputed, not read)."""
+        """Inverse of :meth:`to_dict` (rankings are recomputed, not read).
+
+        The document is validated against the published JSON Schema
+        (:func:`tdaeval.reports.result_schema`) first; a malformed one raises
+        :class:`~tdaeval.errors.ConfigError` with one line
+        ``<source>: <key.path>: <what was expected>``. ``per_example`` arrays
+        are checked by a dedicated fast loop (a million values take well under
+        a second), everything else by ``jsonschema``.
+        """
         if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("tdaeval.suite_result/"):
             raise ConfigError(f"{source}: not a tdaeval results document (expected a JSON object with schema {SCHEMA!r}).")
         if data["schema"] != SCHEMA:
             raise ConfigError(f"{source}: results schema {data['schema']!r} is not supported by this tdaeval (expected {SCHEMA!r}).")
+        _validate(data, source)  # what the document is comes first; then every key path against the schema
         entries = []
         try:
             for item in data["results"]:
@@ -225,7 +234,43 @@ class SuiteResult:
             raise ConfigError(f"Cannot read results file {str(path)!r}: {err.strerror or err}.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"Results file {str(path)!r} is not valid JSON: {err}.") from None
+        except RecursionError:
+            raise ConfigError(f"Results file {str(path)!r}: the document is nested too deeply.") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _validate(data: Any, source: str) -> None:
+    """Raise ConfigError ``<source>: <key.path>: <message>`` when ``data`` does not match the results schema."""
+    import jsonschema
+
+    from tdaeval.reports.schema import result_schema
+
+    def fail(path: list, message: str) -> None:
+        where = ".".join(str(p) for p in path) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {message}")
+
+    if isinstance(data, dict) and data.get("schema") != SCHEMA and isinstance(data.get("schema"), str) \
+            and data["schema"].startswith("tdaeval.suite_result/"):
+        fail(["schema"], f"results schema {data['schema']!r} is not supported by this tdaeval (expected {SCHEMA!r})")
+    light = data
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        # per_example can hold millions of numbers: check them here, the rest with jsonschema
+        results = []
+        for i, item in enumerate(data["results"]):
+            if isinstance(item, dict) and isinstance(item.get("per_example"), list):
+                for j, v in enumerate(item["per_example"]):
+                    if v is not None and (type(v) is bool or not isinstance(v, (int, float)) or v != v or v in (math.inf, -math.inf)):
+                        fail(["results", i, "per_example", j], f"{v!r} is not of type 'number', 'null'")
+                item = {**item, "per_example": []}
+            results.append(item)
+        light = {**data, "results": results}
+    try:
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(result_schema()).iter_errors(light))
+    except RecursionError:
+        fail([], "the document is nested too deeply")
+    if error is not None:
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+        fail(list(error.absolute_path), message.replace("\n", " "))
 
 
 def _fmt(value: float) -> str:

@@ -217,5 +217,6 @@ def test_metric_result_helper_keeps_provenance():
     result = metric_result([0.1, 0.2])
     result.provenance["ci_covers"] = "x"
     entry = Entry("a", "lds", result)
-    again = SuiteResult.from_dict(SuiteResult([entry]).to_dict())
+    provenance = {"tdaeval": "test", "torch": "x", "python": "3", "git": None, "seed": 0, "device": "cpu"}
+    again = SuiteResult.from_dict(SuiteResult([entry], task={"name": "t"}, provenance=provenance).to_dict())
     assert again.entries[0].result.provenance["ci_covers"] == "x"
