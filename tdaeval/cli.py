@@ -312,18 +312,32 @@ def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] =
 
 
 @app.command()
-def validate(suite: str = SUITE_ARG) -> None:
-    """Check a suite file without running it: keys, types, names and parameters."""
+def validate(
+    suite: str = SUITE_ARG,
+    schema_only: bool = typer.Option(
+        False, "--schema-only",
+        help="Check only the document's structure and ranges: import nothing beyond tdaeval, run no code from the suite.",
+    ),
+) -> None:
+    """Check a suite file without running it: keys, types, names and parameters.
+
+    A suite is code: resolving its names imports the task factory and every ``module:Name``
+    (a module beside the suite runs its top-level code). ``--schema-only`` checks the document's
+    structure and ranges only, imports nothing named in the suite and leaves ``sys.path`` alone,
+    so it is safe on a suite from an untrusted source.
+    """
     from tdaeval.suites.checks import baseline_note
     from tdaeval.suites.config import load_suite, suite_path
 
     def action():
-        config, folder = load_suite(suite)
+        config, folder = load_suite(suite, check=not schema_only)
         typer.echo(
             f"{suite}: valid suite {config.name!r}: task {config.task.name or config.task.factory}, "
             f"{len(config.attributors)} attributor(s), {len(config.metrics)} metric(s), "
             f"{len(config.thresholds.floors)} floor(s)."
         )
+        if schema_only:
+            typer.echo("schema only: structure and ranges checked; names were not resolved and no suite code was imported or run.")
         note = baseline_note(config.thresholds, suite_path(config.baseline, folder))
         if note is not None:  # valid, but run would leave the regression check out and check would refuse
             typer.echo(f"note: {note}")
@@ -487,7 +501,7 @@ def _store(cache_dir: Optional[Path], suite: Optional[str], read_only: bool = Fa
     if cache_dir is None and suite is not None:
         from tdaeval.suites.config import load_suite, suite_path
 
-        config, folder = load_suite(suite)
+        config, folder = load_suite(suite, check=False)  # only its 'store' is needed: import and run no suite code
         cache_dir = suite_path(config.store, folder)
     return ArtifactStore(cache_dir, read_only=read_only)  # read-only: another account's store can be inspected
 

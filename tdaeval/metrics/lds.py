@@ -13,6 +13,7 @@ import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics._nan import constant_nan_reason
 
 __all__ = ["LDS"]
 
@@ -25,7 +26,11 @@ class LDS(Metric):
     retrained measurement (averaged over R seeds) and the additive prediction
     ``Σ_{i∈S_j} scores[z, i]``; the value is the mean over test points with a
     95% bootstrap CI whose coverage ``ci`` chooses (the result's
-    ``provenance["ci_covers"]`` says which).
+    ``provenance["ci_covers"]`` says which). A test point whose subset
+    predictions (e.g. constant scores) or measurements are constant has no
+    rank correlation: its value is NaN and ``provenance["nan_reason"]`` says
+    so, e.g. ``"scores constant for 40 of 40 test points: rank correlation
+    undefined"``.
 
     Parameters
     ----------
@@ -108,6 +113,9 @@ class LDS(Metric):
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
+        reason = constant_nan_reason(per_test, predictions, outputs, dim=0, kind="rank correlation")
+        if reason is not None:  # e.g. constant scores: the value is NaN, and the result says why
+            provenance["nan_reason"] = reason
         return MetricResult(
             metric=self.name,
             value=value,

@@ -10,6 +10,7 @@ import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics._nan import constant_nan_reason
 
 __all__ = ["LOO", "LOOPearson"]
 
@@ -24,6 +25,9 @@ class LOO(Metric):
     over ``n_seeds`` paired seeds). The value is the mean over test points with
     a bootstrap CI over test points. Cost: ``n_seeds · (n_removed + 1)`` model
     trainings. Single-seed LOO of a deep net is mostly noise: report ``n_seeds``.
+    A test point whose scores or removal effects are constant over the
+    removed points has no correlation: its value is NaN and
+    ``provenance["nan_reason"]`` says why.
 
     Parameters
     ----------
@@ -68,7 +72,12 @@ class LOO(Metric):
         chosen = scores[:, truth.removed].double()
         correlate = F.spearman if self.correlation == "spearman" else F.pearson
         per_test = correlate(chosen, truth.harm)
-        return self._bootstrap_result(per_test, {**truth.provenance, "correlation": self.correlation})
+        provenance = {**truth.provenance, "correlation": self.correlation}
+        kind = "rank correlation" if self.correlation == "spearman" else "Pearson correlation"
+        reason = constant_nan_reason(per_test, chosen, truth.harm.double(), dim=-1, kind=kind)
+        if reason is not None:  # e.g. constant scores: the value is NaN, and the result says why
+            provenance["nan_reason"] = reason
+        return self._bootstrap_result(per_test, provenance)
 
 
 @register_metric

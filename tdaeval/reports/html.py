@@ -328,7 +328,7 @@ def _warning_mark(entry: Entry) -> str:
 
 
 def _metric_notes(view: _MetricView) -> list[str]:
-    """Under a metric's table: what its CI covers and its test (when the results record them), and the warnings."""
+    """Under a metric's table: what its CI covers, its test and why a value is NaN (when the results record them), and the warnings."""
     out = []
     entries = [*view.entries.values(), *view.failures]
     for key, label in (("ci_covers", "CI"), ("test", "test")):
@@ -338,6 +338,10 @@ def _metric_notes(view: _MetricView) -> list[str]:
         ))
         if values:
             out.append(f'<p class="note">{label}: {_e(" / ".join(values))}.</p>')
+    nan_notes = [f"{e.attributor}: {str(e.result.provenance['nan_reason']).rstrip('.')}" for e in entries  # why a value is NaN
+                 if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get("nan_reason")]
+    if nan_notes:
+        out.append(f'<p class="note">NaN: {_e(" / ".join(nan_notes))}.</p>')
     warned = [e for e in entries if _warnings(e)]
     if warned:
         out.append('<ul class="warn">')

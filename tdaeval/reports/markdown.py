@@ -50,7 +50,7 @@ def _warnings(entry: object) -> list[str]:
 
 
 def _metric_notes(entries: list) -> list[str]:
-    """The note lines under a metric's table: what its CI covers and its significance test, when recorded."""
+    """The note lines under a metric's table: what its CI covers, its significance test and why a value is NaN, when recorded."""
     lines = []
     for key, label in (("ci_covers", "CI"), ("test", "test")):
         values = list(dict.fromkeys(
@@ -59,6 +59,10 @@ def _metric_notes(entries: list) -> list[str]:
         ))
         if values:
             lines.append(f"{label}: {' / '.join(_cell(v.rstrip('.')) for v in values)}.")
+    nan_notes = [f"{e.attributor}: {str(e.result.provenance['nan_reason']).rstrip('.')}" for e in entries  # why a value is NaN
+                 if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get("nan_reason")]
+    if nan_notes:
+        lines.append(f"NaN: {' / '.join(_cell(n) for n in nan_notes)}.")
     return lines
 
 

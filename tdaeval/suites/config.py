@@ -419,11 +419,26 @@ def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bo
     return config
 
 
-def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
+def load_suite(path: str | Path, check: bool = True) -> tuple[SuiteConfig, Path | None]:
     """Read a suite file (``.yaml``, ``.yml``, ``.toml``) or a built-in suite by name.
 
     The file's folder is appended to ``sys.path`` (if absent), so ``module:Name``
     entries can point at modules next to the suite.
+
+    A suite is code, like a ``conftest.py``: with ``check=True`` the task
+    factory and every ``module:Name`` are imported (a module's top-level code
+    runs), so whoever can edit the suite or a module beside it runs code as
+    the user running tdaeval.
+
+    Parameters
+    ----------
+    path : str or Path
+        The suite file, or the name of a built-in suite.
+    check : bool
+        Also resolve names (imports the task factory, attributors and metrics
+        named ``module:Name``). With False, only the document's structure and
+        ranges are checked (:func:`parse_suite` with ``check=False``), nothing
+        is imported and ``sys.path`` is left as it is.
 
     Returns
     -------
@@ -436,7 +451,7 @@ def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
     if not text_path.exists():
         builtins = builtin_suites()
         if str(path) in builtins:
-            return parse_suite(builtins[str(path)], source=f"builtin suite {path!r}"), None
+            return parse_suite(builtins[str(path)], source=f"builtin suite {path!r}", check=check), None
         raise ConfigError(f"Suite file {str(path)!r} does not exist (built-in suites: {', '.join(sorted(builtins))}).")
     if text_path.is_dir():
         raise ConfigError(f"Suite file {str(path)!r} is a directory; expected a .yaml or .toml file.")
@@ -446,9 +461,9 @@ def load_suite(path: str | Path) -> tuple[SuiteConfig, Path | None]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"Cannot read suite file {str(path)!r}: {err}.") from None
     folder = text_path.resolve().parent
-    if str(folder) not in sys.path:  # 'module:Name' next to the suite file imports, as pytest does for its rootdir
+    if check and str(folder) not in sys.path:  # 'module:Name' next to the suite file imports, as pytest does for its rootdir
         sys.path.append(str(folder))
-    return parse_suite(text, source=str(path), fmt=fmt), folder
+    return parse_suite(text, source=str(path), fmt=fmt, check=check), folder
 
 
 def suite_path(value: str | None, folder: Path | None) -> Path | None:
