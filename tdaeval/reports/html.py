@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdaeval.errors import ConfigError
+from tdaeval.reports._notes import entry_warnings, metric_notes
 from tdaeval.reports.markdown import _verdict
 from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, aggregate_ranks, describe_test
 from tdaeval.suites.result import Entry, SuiteResult
@@ -232,12 +233,6 @@ def _checks_section(result: SuiteResult) -> list[str]:
     return out
 
 
-def _warnings(entry: Entry) -> list[str]:
-    """The entry's ``warnings`` (a list of strings; absent in older results files)."""
-    found = getattr(entry, "warnings", None)
-    return [str(w) for w in found] if isinstance(found, (list, tuple)) else []
-
-
 def _aggregate_section(result: SuiteResult, views: list[_MetricView], aggregate: list[AggregateRow]) -> list[str]:
     out = ['<section id="aggregate">', "<h2>Aggregate ranking</h2>"]
     out.append(
@@ -309,13 +304,13 @@ def _metric_section(view: _MetricView) -> list[str]:
         ]
         if memory:
             cells.append(_memory(cost.get("peak_memory_bytes")))
-        if _warnings(view.entries[name]):
+        if entry_warnings(view.entries[name]):
             cells[1] += _warning_mark(view.entries[name])
         classes = ' class="best"' if low.get(name) == 1 else ""
         tds = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
         out.append(f"<tr{classes}>{tds}</tr>")
     for e in view.failures:
-        out.append(f'<tr class="failed"><td>–</td><td>{_e(e.attributor)}{_warning_mark(e) if _warnings(e) else ""}</td>'
+        out.append(f'<tr class="failed"><td>–</td><td>{_e(e.attributor)}{_warning_mark(e) if entry_warnings(e) else ""}</td>'
                    f'<td colspan="{len(columns) - 2}">could not run: {_e(e.error or "unknown reason")}</td></tr>')
     out += ["</tbody>", "</table>"]
     out += _metric_notes(view)
@@ -324,28 +319,17 @@ def _metric_section(view: _MetricView) -> list[str]:
 
 
 def _warning_mark(entry: Entry) -> str:
-    return f' <span class="warn" title="{_e("; ".join(_warnings(entry)))}">⚠</span>'
+    return f' <span class="warn" title="{_e("; ".join(entry_warnings(entry)))}">⚠</span>'
 
 
 def _metric_notes(view: _MetricView) -> list[str]:
     """Under a metric's table: what its CI covers, its test and why a value is NaN (when the results record them), and the warnings."""
-    out = []
     entries = [*view.entries.values(), *view.failures]
-    for key, label in (("ci_covers", "CI"), ("test", "test")):
-        values = list(dict.fromkeys(
-            str(e.result.provenance[key]).rstrip(".") for e in entries
-            if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get(key) not in (None, "")
-        ))
-        if values:
-            out.append(f'<p class="note">{label}: {_e(" / ".join(values))}.</p>')
-    nan_notes = [f"{e.attributor}: {str(e.result.provenance['nan_reason']).rstrip('.')}" for e in entries  # why a value is NaN
-                 if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get("nan_reason")]
-    if nan_notes:
-        out.append(f'<p class="note">NaN: {_e(" / ".join(nan_notes))}.</p>')
-    warned = [e for e in entries if _warnings(e)]
+    out = [f'<p class="note">{label}: {_e(" / ".join(values))}.</p>' for label, values in metric_notes(entries)]
+    warned = [e for e in entries if entry_warnings(e)]
     if warned:
         out.append('<ul class="warn">')
-        out += [f"<li>⚠ {_e(e.attributor)}: {_e('; '.join(_warnings(e)))}</li>" for e in warned]
+        out += [f"<li>⚠ {_e(e.attributor)}: {_e('; '.join(entry_warnings(e)))}</li>" for e in warned]
         out.append("</ul>")
     return out
 

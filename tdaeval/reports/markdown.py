@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+from tdaeval.reports._notes import entry_warnings, metric_notes
 from tdaeval.suites.ranking import describe_test
 from tdaeval.suites.result import SuiteResult
 
@@ -43,27 +44,9 @@ def _code(text: object) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _warnings(entry: object) -> list[str]:
-    """The entry's ``warnings`` (a list of strings; absent in older results files)."""
-    found = getattr(entry, "warnings", None)
-    return [str(w) for w in found] if isinstance(found, (list, tuple)) else []
-
-
 def _metric_notes(entries: list) -> list[str]:
-    """The note lines under a metric's table: what its CI covers, its significance test and why a value is NaN, when recorded."""
-    lines = []
-    for key, label in (("ci_covers", "CI"), ("test", "test")):
-        values = list(dict.fromkeys(
-            str(e.result.provenance[key]) for e in entries
-            if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get(key) not in (None, "")
-        ))
-        if values:
-            lines.append(f"{label}: {' / '.join(_cell(v.rstrip('.')) for v in values)}.")
-    nan_notes = [f"{e.attributor}: {str(e.result.provenance['nan_reason']).rstrip('.')}" for e in entries  # why a value is NaN
-                 if e.result is not None and isinstance(e.result.provenance, dict) and e.result.provenance.get("nan_reason")]
-    if nan_notes:
-        lines.append(f"NaN: {' / '.join(_cell(n) for n in nan_notes)}.")
-    return lines
+    """The note lines under a metric's table (:func:`tdaeval.reports._notes.metric_notes`), escaped for Markdown."""
+    return [f"{label}: {' / '.join(_cell(v) for v in values)}." for label, values in metric_notes(entries)]
 
 
 def _verdict(n_checks: int, n_failed: int, noted: bool) -> str:
@@ -134,14 +117,14 @@ def render_markdown(result: SuiteResult) -> str:
         for r in rows:
             entry = next(e for e in result.entries if e.attributor == r.attributor and e.metric == metric)
             tied = ", ".join(_cell(t) for t in r.tied_with) or "–"
-            mark = f" {WARNING}" if _warnings(entry) else ""
+            mark = f" {WARNING}" if entry_warnings(entry) else ""
             warned += [entry] if mark else []
             lines.append(
                 f"| {r.rank_label} | {_cell(r.attributor)}{mark} | {_fmt(r.value)} | [{_fmt(r.ci[0])}, {_fmt(r.ci[1])}] | {tied} "
                 f"| {_fmt(entry.cost.get('fit_s'), 2)} | {_fmt(entry.cost.get('attribute_s'), 2)} | {_memory(entry.cost)} |"
             )
         for e in failures:
-            mark = f" {WARNING}" if _warnings(e) else ""
+            mark = f" {WARNING}" if entry_warnings(e) else ""
             warned += [e] if mark else []
             lines.append(f"| – | {_cell(e.attributor)}{mark} | could not run: {_cell(e.error)} | | | | | |")
         lines.append("")
@@ -149,7 +132,7 @@ def render_markdown(result: SuiteResult) -> str:
         if notes:
             lines += [" ".join(notes), ""]
         for e in warned:
-            lines += [f"{WARNING} {_cell(e.attributor)}: {'; '.join(_cell(w) for w in _warnings(e))}", ""]
+            lines += [f"{WARNING} {_cell(e.attributor)}: {'; '.join(_cell(w) for w in entry_warnings(e))}", ""]
     pareto = [p for p in result.pareto() if p.on_front]
     if pareto:
         lines += [
