@@ -40,6 +40,11 @@ class _SeedMetric(Metric):
         return None
 
 
+#: What the seed metrics' CIs cover: test points are resampled, the S training seeds are not (a new
+#: draw of seeds would move the value too; more seeds narrow that part, not the CI).
+SEED_CI_COVERS = "test points resampled; the training seeds held fixed"
+
+
 @register_metric
 class SeedReliability(_SeedMetric):
     """Fraction of train–test pairs whose score is distinguishable from seed noise (``p < alpha``).
@@ -87,7 +92,7 @@ class SeedReliability(_SeedMetric):
         p_value = result.p_value if result.test == self.test else seed_statistics(result.samples, self.test)[2]
         per_test = (p_value < self.alpha).double().mean(dim=1)
         return self._bootstrap_result(per_test, {
-            "kind": "seed_noise", "alpha": self.alpha, "n_seeds": result.n_samples,
+            "kind": "seed_noise", "ci_covers": SEED_CI_COVERS, "alpha": self.alpha, "n_seeds": result.n_samples,
             "test": describe_test(self.test), "test_code": self.test,
             "mean_p": float(p_value.double().mean()),
         })
@@ -124,6 +129,6 @@ class SeedRankStability(_SeedMetric):
         per_test = F.rank_stability(samples)
         jaccard = F.topk_jaccard(samples, k)
         return self._bootstrap_result(per_test, {
-            "kind": "seed_noise", "n_seeds": result.n_samples, "k": k, "topk_jaccard": float(jaccard.mean()),
+            "kind": "seed_noise", "ci_covers": SEED_CI_COVERS, "n_seeds": result.n_samples, "k": k, "topk_jaccard": float(jaccard.mean()),
             "topk_jaccard_per_example": jaccard.tolist(),
         })

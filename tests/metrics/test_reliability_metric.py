@@ -48,3 +48,10 @@ def test_reliability_of_a_seed_posterior_in_evaluate(small_digits, tmp_path):
     reliability = result.get("grad_dot x3 seeds", "seed_reliability")
     assert 0.0 <= reliability.value <= 1.0 and reliability.provenance["n_seeds"] == 3
     assert result.get("grad_dot x3 seeds", "seed_rank_stability").value > 0  # the seeds agree more than chance
+
+
+def test_seed_metrics_say_their_ci_holds_the_seeds_fixed(rng):
+    _, attribution = _posterior(rng)
+    for metric in (SeedReliability(), SeedRankStability(k=5)):
+        covers = metric.compute(attribution).provenance["ci_covers"]
+        assert "test points resampled" in covers and "seeds held fixed" in covers, metric.name
