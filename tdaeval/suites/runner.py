@@ -301,6 +301,12 @@ def evaluate(
                     entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err),
                                          traceback=_format_traceback(err), warnings=said_here))
                     continue
+                except Exception as err:  # noqa: BLE001 - a user metric (or one on a user attributor) may fail in any way
+                    if on_error == "raise":
+                        raise TdaevalError(f"Metric {metric.name!r} failed on attributor {name!r}: {type(err).__name__}: {err}") from err
+                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=f"{type(err).__name__}: {err}",
+                                         traceback=_format_traceback(err), warnings=said_here))
+                    continue
                 entries.append(Entry(name, metric.name, result, cost, attributor.get_params(), warnings=said_here))
             steps.end("done", f"fit {fit_s:.2f} s, attribute {attribute_s:.2f} s")
         if previous is not None:
