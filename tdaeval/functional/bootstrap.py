@@ -33,6 +33,21 @@ def _row_blocks(n_rows: int, n_cols: int, max_elements: int | None = None) -> li
     return [(start, stop) for start, stop in blocks]
 
 
+def bootstrap_means(values: Tensor, n_resamples: int, generator: torch.Generator) -> Tensor:
+    """``[n_resamples]`` means of resamples (with replacement) of the ``[n]`` float64 ``values``.
+
+    The ``[n_resamples, n]`` indices are drawn from ``generator`` block by block
+    (:func:`_row_blocks`), so memory stays bounded for any ``n`` and the numbers
+    equal one draw of the whole matrix.
+    """
+    n = values.numel()
+    means = torch.empty(n_resamples, dtype=torch.float64)
+    for start, stop in _row_blocks(n_resamples, n):
+        idx = torch.randint(0, n, (stop - start, n), generator=generator)  # [b, n]
+        means[start:stop] = values[idx].mean(dim=1)
+    return means
+
+
 def bootstrap_ci(
     values: Tensor,
     n_resamples: int = 2000,
@@ -68,11 +83,7 @@ def bootstrap_ci(
     n = values.numel()
     if n == 0:
         return float("nan"), float("nan")
-    generator = torch.Generator().manual_seed(seed)
-    means = torch.empty(n_resamples, dtype=torch.float64)
-    for start, stop in _row_blocks(n_resamples, n):
-        idx = torch.randint(0, n, (stop - start, n), generator=generator)  # [b, n]
-        means[start:stop] = values[idx].mean(dim=1)
+    means = bootstrap_means(values, n_resamples, torch.Generator().manual_seed(seed))
     tail = (1.0 - level) / 2.0
     low, high = torch.quantile(means, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
     return float(low), float(high)

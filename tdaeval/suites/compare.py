@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tdaeval.errors import ConfigError
-from tdaeval.functional.bootstrap import _row_blocks
+from tdaeval.functional.bootstrap import bootstrap_means
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences
 from tdaeval.metrics.base import MetricResult
 from tdaeval.suites.result import SuiteResult
@@ -83,12 +83,7 @@ def bootstrap_difference(
         values = values[torch.isfinite(values)]
         if values.numel() == 0:
             return torch.full((n_resamples,), math.nan, dtype=torch.float64)
-        n = values.numel()
-        means = torch.empty(n_resamples, dtype=torch.float64)
-        for start, stop in _row_blocks(n_resamples, n):
-            idx = torch.randint(0, n, (stop - start, n), generator=generator)  # [b, n]
-            means[start:stop] = values[idx].mean(1)
-        return means
+        return bootstrap_means(values, n_resamples, generator)
 
     deltas = boot(new.per_example) - boot(base.per_example)
     change = float(new.value - base.value)
