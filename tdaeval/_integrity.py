@@ -26,7 +26,7 @@ def _tensor_digest(tensor: Tensor) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
     if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes of any dtype (bfloat16 and bool too)
     return h.hexdigest()
 
 
@@ -37,7 +37,8 @@ def state_digests(model: nn.Module, checkpoints: Iterable[Any] = (), data: Mappi
     Parts are named as a user would look for them (``model parameter 'fc.weight'``,
     ``checkpoint 2 'fc.bias'``, ``train data inputs``).
     """
-    out = {f"model {'parameter' if name in dict(model.named_parameters()) else 'buffer'} {name!r}": _tensor_digest(value)
+    parameters = {name for name, _ in model.named_parameters()}
+    out = {f"model {'parameter' if name in parameters else 'buffer'} {name!r}": _tensor_digest(value)
            for name, value in model.state_dict(keep_vars=True).items()}
     for c, checkpoint in enumerate(checkpoints):
         for name, value in getattr(checkpoint, "params", {}).items():

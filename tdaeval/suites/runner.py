@@ -272,18 +272,12 @@ def evaluate(
                         path = score_root / f"{i:03d}-{_file_safe(name)}.npy"
                         scores = write_scores(path, chunks, task.n_test, task.n_train)
                     attribute_s = time.perf_counter() - start
-            except TdaevalError as err:
-                if on_error == "raise":
-                    raise
-                entries.extend(Entry(name, m.name, None, error=str(err), traceback=_format_traceback(err), warnings=list(said)) for m in metric_objs)
-                steps.end(f"could not run: {err}")
-                continue
             except Exception as err:  # noqa: BLE001 - a user attributor may fail in any way
                 if on_error == "raise":
-                    raise TdaevalError(f"Attributor {name!r} failed: {type(err).__name__}: {err}") from err
-                entries.extend(Entry(name, m.name, None, error=f"{type(err).__name__}: {err}", traceback=_format_traceback(err),
-                                     warnings=list(said)) for m in metric_objs)
-                steps.end(f"could not run: {type(err).__name__}: {err}")
+                    _reraise(err, f"Attributor {name!r} failed")
+                entries.extend(Entry(name, m.name, None, error=_failure(err), traceback=_format_traceback(err), warnings=list(said))
+                               for m in metric_objs)
+                steps.end(f"could not run: {_failure(err)}")
                 continue
             cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
             # Ensembles and the seed posterior split their cost further (training, serving, storage).
@@ -295,16 +289,10 @@ def evaluate(
                 try:
                     with collect_warnings(said_here):
                         result = metric.compute(scores, truth, **extra)
-                except TdaevalError as err:  # e.g. a metric that cannot apply to this attributor
+                except Exception as err:  # noqa: BLE001 - e.g. a metric that cannot apply to this attributor, or a user metric's bug
                     if on_error == "raise":
-                        raise
-                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=str(err),
-                                         traceback=_format_traceback(err), warnings=said_here))
-                    continue
-                except Exception as err:  # noqa: BLE001 - a user metric (or one on a user attributor) may fail in any way
-                    if on_error == "raise":
-                        raise TdaevalError(f"Metric {metric.name!r} failed on attributor {name!r}: {type(err).__name__}: {err}") from err
-                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=f"{type(err).__name__}: {err}",
+                        _reraise(err, f"Metric {metric.name!r} failed on attributor {name!r}")
+                    entries.append(Entry(name, metric.name, None, cost, attributor.get_params(), error=_failure(err),
                                          traceback=_format_traceback(err), warnings=said_here))
                     continue
                 entries.append(Entry(name, metric.name, result, cost, attributor.get_params(), warnings=said_here))
@@ -335,6 +323,18 @@ def evaluate(
         "score_chunk": score_chunk,
     }
     return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
+
+
+def _failure(err: Exception) -> str:
+    """The "could not run" reason: tdaeval's own message, or the type and message of any other error."""
+    return str(err) if isinstance(err, TdaevalError) else f"{type(err).__name__}: {err}"
+
+
+def _reraise(err: Exception, context: str) -> None:
+    """Raise ``err`` itself when it is tdaeval's own, else a TdaevalError ``"<context>: <Type>: <message>"`` from it."""
+    if isinstance(err, TdaevalError):
+        raise err
+    raise TdaevalError(f"{context}: {_failure(err)}") from err
 
 
 def _format_traceback(err: BaseException) -> str:
