@@ -117,6 +117,13 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def _plain_stderr_handler() -> logging.Handler:
+    """A handler printing bare messages on standard error."""
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
 def check_progress(progress: Any, owner: str) -> None:
     """Raise ConfigError unless ``progress`` is True, False, None, ``"auto"`` or a callable."""
     if progress is None or isinstance(progress, bool) or progress == "auto" or callable(progress):
@@ -145,8 +152,7 @@ def make_reporter(progress: Any, n_steps: int, owner: str) -> Reporter:
         if LOGGER.getEffectiveLevel() > logging.INFO:
             LOGGER.setLevel(logging.INFO)
         if not LOGGER.hasHandlers():
-            handler = _StderrHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler = _plain_stderr_handler()
             LOGGER.addHandler(handler)
 
         def restore() -> None:
@@ -158,20 +164,15 @@ def make_reporter(progress: Any, n_steps: int, owner: str) -> Reporter:
     return reporter
 
 
-def log_to_stderr() -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def log_to_stderr() -> Iterator[None]:
     """For the command line: INFO records of ``"tdaeval"`` printed on standard error, plain, while in the block."""
-
-    @contextlib.contextmanager
-    def block() -> Iterator[None]:
-        level = LOGGER.level
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        LOGGER.addHandler(handler)
-        LOGGER.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            LOGGER.removeHandler(handler)
-            LOGGER.setLevel(level)
-
-    return block()
+    level = LOGGER.level
+    handler = _plain_stderr_handler()
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
