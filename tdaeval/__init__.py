@@ -5,12 +5,11 @@ supports the test example's measurement. Optional backends are imported only
 inside their adapters, so ``import tdaeval`` stays light.
 """
 
-__version__ = "0.1.0"
-
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError, StoreError, TdaevalError
 from tdaeval.suites import SuiteResult, evaluate
 from tdaeval.task import Task, TrainRecipe
+from tdaeval.version import __version__
 
 __all__ = [
     "AttributorError",

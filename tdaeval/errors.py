@@ -30,20 +30,18 @@ class StoreError(TdaevalError):
 
 
 def check_in_open_interval(name: str, owner: str, value: float, low: float, high: float) -> float:
-    """Raise ``ConfigError`` unless ``low < value < high``."""
-    if not isinstance(value, (int, float)) or not (low < float(value) < high):
-        raise ConfigError(
-            f"The {name!r} parameter of {owner} must be in ({low:g}, {high:g}). Got {value!r} instead."
-        )
+    """Raise ``ConfigError`` unless ``low < value < high``; :func:`tdaeval.params.validate_params` with one ``Interval``."""
+    from tdaeval.params import Interval, validate_params  # tdaeval.params imports this module
+
+    validate_params(owner, {name: value}, {name: [Interval(float, float(low), float(high), closed="neither")]})
     return float(value)
 
 
 def check_int_at_least(name: str, owner: str, value: int, minimum: int) -> int:
-    """Raise ``ConfigError`` unless ``value`` is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            f"The {name!r} parameter of {owner} must be an integer >= {minimum}. Got {value!r} instead."
-        )
+    """Raise ``ConfigError`` unless ``value`` is an integer ``>= minimum``; :func:`tdaeval.params.validate_params` with one ``Interval``."""
+    from tdaeval.params import Interval, validate_params  # tdaeval.params imports this module
+
+    validate_params(owner, {name: value}, {name: [Interval(int, minimum, None)]})
     return value
 
 

@@ -11,13 +11,14 @@ batched training equal to sequential training.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tdaeval.hashing import derive_seed
 
 __all__ = [
     "LoRAConv2d",
@@ -69,8 +70,7 @@ def scaled_keep_mask(noise: Tensor, p: float, dtype: torch.dtype = torch.float32
 
 def dropout_generator(seed: int) -> np.random.BitGenerator:
     """The bit generator (SFC64) of the dropout masks of a model trained with ``seed``."""
-    digest = hashlib.sha256(f"tdaeval-dropout:{int(seed)}".encode()).hexdigest()
-    return np.random.SFC64(int(digest[:32], 16))
+    return np.random.SFC64(derive_seed("tdaeval-dropout", int(seed), bits=128, encoding="text"))
 
 
 class SeededDropout(nn.Module):

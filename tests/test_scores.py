@@ -70,3 +70,24 @@ def test_evaluate_with_streamed_scores_gives_the_same_numbers(fitted, tmp_path):
     for name in ("grad_dot", "grad_cos", "tracin"):
         assert torch.equal(plain.get(name, "lds").per_example, streamed.get(name, "lds").per_example)
     assert len(list((tmp_path / "scores").glob("*.npy"))) == 3 and streamed.provenance["score_chunk"] == 100
+
+
+def test_attribution_lives_in_scores_and_is_re_exported_by_the_attributors():
+    from tdaeval import attributors
+    from tdaeval.attributors import base
+    from tdaeval.scores import Attribution
+
+    assert attributors.Attribution is base.Attribution is Attribution
+
+
+def test_metrics_read_the_mean_of_an_attribution_and_nothing_else_with_a_mean():
+    from types import SimpleNamespace
+
+    from tdaeval.metrics.base import as_score_matrix
+    from tdaeval.scores import Attribution
+
+    mean = torch.randn(3, 5)
+    attribution = Attribution(mean=mean, std=torch.ones(3, 5), n_samples=2, p_value=torch.full((3, 5), 0.5))
+    assert as_score_matrix(attribution, "lds") is mean
+    with pytest.raises(ConfigError, match="Metric 'lds' expects scores as a Tensor"):
+        as_score_matrix(SimpleNamespace(mean=mean), "lds")  # an unrelated object is not read through its 'mean'

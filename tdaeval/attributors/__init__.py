@@ -4,6 +4,7 @@ Use :func:`get` to build one by name, :func:`names` to list them, and
 :func:`resolve` to accept an instance, a function or a ``"module:Name"`` path.
 """
 
+from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 from tdaeval.attributors.base import (
     Attribution,
     Attributor,
@@ -14,15 +15,14 @@ from tdaeval.attributors.base import (
     resolve,
     validate_scores,
 )
+from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, LoRAEnsemble, NaiveEnsemble
 from tdaeval.attributors.gradient import GradCos, GradDot, TracIn, per_sample_grads
 from tdaeval.attributors.influence import Influence
 from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
+from tdaeval.attributors.seeds import SeedPosterior
 from tdaeval.attributors.source import FastSource, Source
 from tdaeval.attributors.trak import TRAK
-from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, LoRAEnsemble, NaiveEnsemble
-from tdaeval.attributors.seeds import SeedPosterior
-from tdaeval.attributors import adapters  # noqa: E402,F401  (registers the adapters; imports no extra)
 
 __all__ = [
     "Attribution",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -15,9 +13,13 @@ from torch import Tensor, nn
 
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.params import Check, Instance, ValidatedInit
+from tdaeval.registry import Registry, import_object
+from tdaeval.scores import Attribution  # re-exported: the score type lives in a neutral module
 from tdaeval.task import Task
 
 __all__ = [
+    "ATTRIBUTORS",
     "Attribution",
     "Attributor",
     "FunctionAttributor",
@@ -28,66 +30,39 @@ __all__ = [
     "validate_scores",
 ]
 
-_REGISTRY: dict[str, type["Attributor"]] = {}
+def _is_device_name(value: Any) -> bool:
+    return isinstance(value, str) and torch.device(value) is not None
 
 
-@dataclass(frozen=True)
-class Attribution:
-    """Scores with their spread over training noise (what :class:`~tdaeval.attributors.seeds.SeedPosterior` returns).
-
-    Metrics given an ``Attribution`` use its ``mean``.
-
-    Attributes
-    ----------
-    mean : Tensor
-        ``[n_test, n_train]`` mean score over samples (seeds).
-    std : Tensor
-        ``[n_test, n_train]`` sample standard deviation (ddof = 1).
-    n_samples : int
-        Number of samples (seeds) behind each entry.
-    p_value : Tensor
-        ``[n_test, n_train]`` p-value of "the score is zero" for each pair.
-    test : str
-        How ``p_value`` was computed: ``"t"`` (one-sample t-test of the mean,
-        ``S − 1`` degrees of freedom; calibrated) or ``"snr"`` (the paper's
-        per-draw signal-to-noise test, ``2(1 − Φ(|μ/σ|))``; not calibrated
-        under the null). See :func:`tdaeval.attributors.seeds.seed_statistics`.
-    samples : Tensor, optional
-        ``[S, n_test, n_train]``: the scores of each sample (seed), for
-        cross-seed stability metrics.
-    """
-
-    mean: Tensor
-    std: Tensor
-    n_samples: int
-    p_value: Tensor
-    test: str = "t"
-    samples: Tensor | None = None
-
-    @property
-    def shape(self) -> torch.Size:
-        """``[n_test, n_train]``."""
-        return self.mean.shape
-
-    def reliable(self, alpha: float = 0.05) -> Tensor:
-        """``[n_test, n_train]`` bool: pairs whose p-value is below ``alpha``."""
-        if not 0.0 < alpha < 1.0:
-            raise ConfigError(f"The 'alpha' parameter of Attribution.reliable must be in (0, 1). Got {alpha!r} instead.")
-        return self.p_value < alpha
+#: The constraint of a ``device`` parameter: None, a torch device or its name ("cpu", "cuda:0").
+DEVICE_CONSTRAINT = [
+    None,
+    Instance(torch.device),
+    Check(_is_device_name, "a torch device such as 'cpu' or 'cuda:0'", invalid=["no-such-device", 3]),
+]
 
 
-class Attributor(ABC):
+class Attributor(ValidatedInit, ABC):
     """Scores how much each training example supports each test example.
 
-    Subclasses set ``name``, take every parameter explicitly in ``__init__``
-    and implement :meth:`_attribute` (and :meth:`_fit` for train-side work
-    worth caching). :meth:`attribute` validates what they return.
+    Subclasses set ``name``, take every parameter explicitly in ``__init__``,
+    declare what each accepts in ``_parameter_constraints`` and implement
+    :meth:`_attribute` (and :meth:`_fit` for train-side work worth caching).
+    The constructor's arguments are checked against that table before its
+    body runs (:class:`tdaeval.params.ValidatedInit`); :meth:`attribute`
+    validates what the subclass returns.
 
     Scores are ``[n_test, n_train]``; a positive score means the training
     example supports the test example's measurement (docs: Methods §0).
     """
 
     name: ClassVar[str] = "attributor"
+    #: Constructor parameter → the forms it accepts (:mod:`tdaeval.params`); checked at construction.
+    _parameter_constraints: ClassVar[dict[str, Any]] = {}
+    #: The name shown in messages and reports when not :attr:`name` (set by :meth:`renamed`); read it as :attr:`display_name`.
+    _display_name: str | None = None
+    #: Whether :meth:`fit` needs the checkpoints of the training run (read it through :meth:`needs_checkpoints`).
+    requires_checkpoints: ClassVar[bool] = False
 
     def fit(
         self,
@@ -107,19 +82,45 @@ class Attributor(ABC):
         train : Data
             The ``n_train`` training examples scores refer to, in order.
         checkpoints : sequence of Checkpoint, optional
-            Checkpoints of the training run (used by ``tracin``).
+            Checkpoints of the training run; required when
+            :meth:`needs_checkpoints` (``tracin``, ``source``…), optional for
+            some others.
 
         Returns
         -------
         Attributor
             ``self``.
+
+        Raises
+        ------
+        AttributorError
+            When :meth:`needs_checkpoints` and none are given.
         """
         self.task_ = task
         self.model_ = model
         self.train_ = train
         self.checkpoints_ = list(checkpoints) if checkpoints is not None else None
+        if self.needs_checkpoints():
+            self._checkpoints()
         self._fit()
         return self
+
+    def needs_checkpoints(self) -> bool:
+        """Whether :meth:`fit` needs the checkpoints of the training run.
+
+        :attr:`requires_checkpoints` by default; attributors where a parameter
+        decides (``trak`` with ``use_checkpoints=True``) override this.
+        """
+        return self.requires_checkpoints
+
+    def _checkpoints(self) -> list[Any]:
+        """The checkpoints passed to :meth:`fit`, or an ``AttributorError`` naming the attributor when there are none."""
+        if not self.checkpoints_:
+            raise AttributorError(
+                f"Attributor {self.display_name!r} needs checkpoints of the training run: pass checkpoints=[...] to fit() "
+                "(tdaeval.training.train_model(..., n_checkpoints=k) records them)."
+            )
+        return self.checkpoints_
 
     def _fit(self) -> None:
         """Train-side work (per-sample gradients, factorizations); optional."""
@@ -208,7 +209,18 @@ class Attributor(ABC):
     @property
     def display_name(self) -> str:
         """Name used in messages and reports."""
-        return getattr(self, "_display_name", None) or self.name
+        return self._display_name or self.name
+
+    def renamed(self, name: str) -> "Attributor":
+        """A shallow copy shown as ``name`` in messages and reports; ``self`` keeps its own name.
+
+        The copy shares everything else (parameters, fitted state).
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"Attributor.renamed expects a non-empty string 'name'. Got {name!r}.")
+        twin = copy.copy(self)
+        twin._display_name = name
+        return twin
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters and their current values (for provenance)."""
@@ -236,10 +248,12 @@ class FunctionAttributor(Attributor):
     """
 
     name = "function"
+    _parameter_constraints = {
+        "fn": [Check(callable, "a function (model, train, test) -> Tensor", invalid=[42])],
+        "name": [None, Instance(str)],
+    }
 
     def __init__(self, fn: Callable[[nn.Module, Data, Data], Tensor], name: str | None = None) -> None:
-        if not callable(fn):
-            raise ConfigError(f"FunctionAttributor expects a callable 'fn'. Got {type(fn).__name__}.")
         self.fn = fn
         self._display_name = name or getattr(fn, "__name__", "function")
 
@@ -247,69 +261,49 @@ class FunctionAttributor(Attributor):
         return self.fn(self.model_, self.train_, test)
 
 
-def register(cls: type[Attributor]) -> type[Attributor]:
-    """Class decorator adding an attributor to the registry under ``cls.name``."""
-    if not (isinstance(cls, type) and issubclass(cls, Attributor)):
-        raise ConfigError(f"register expects an Attributor subclass. Got {cls!r}.")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ConfigError(f"An attributor named {cls.name!r} is already registered ({_REGISTRY[cls.name].__name__}).")
-    _REGISTRY[cls.name] = cls
-    return cls
+#: The attributors by name (``tdaeval ls``); :func:`register`, :func:`get` and :func:`names` read and write it.
+ATTRIBUTORS: Registry[Attributor] = Registry("attributor", Attributor)
+
+
+def register(cls: type[Attributor] | None = None, *, name: str | None = None) -> Any:
+    """Class decorator adding an attributor to the registry under ``cls.name`` (or ``name``; a taken name is an error)."""
+    return ATTRIBUTORS.register(cls, name=name)
 
 
 def names() -> list[str]:
     """Registered attributor names, sorted."""
-    return sorted(_REGISTRY)
+    return ATTRIBUTORS.names()
 
 
 def get(name: str, **params: Any) -> Attributor:
-    """A registered attributor by name, or a ``"module:Name"`` import path, built with ``params``."""
-    if not isinstance(name, str):
-        raise ConfigError(f"Attributor names must be strings. Got {type(name).__name__}.")
-    if ":" in name:
-        return _from_import_path(name, params)
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown attributor {name!r}. Expected one of: {', '.join(names())}, or 'module:Name'.")
-    cls = _REGISTRY[name]
-    try:
-        return cls(**params)
-    except TypeError as err:
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        raise ConfigError(
-            f"Invalid parameters {sorted(params)} for attributor {name!r}: {err}. Accepted: {accepted}."
-        ) from err
+    """A registered attributor by name, or a ``"module:Name"`` import path, built with ``params``.
 
-
-def _from_import_path(path: str, params: dict[str, Any]) -> Attributor:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        from tdaeval._imports import import_failure
-
-        raise ConfigError(f"Cannot import module {module_name!r} for attributor {path!r}: {import_failure(module_name, err)}.") from err
-    try:
-        obj = getattr(module, attr)
-    except AttributeError as err:
-        raise ConfigError(f"Module {module_name!r} has no attribute {attr!r} (attributor {path!r}).") from err
-    if isinstance(obj, type) and issubclass(obj, Attributor):
-        try:
-            return obj(**params)
-        except TypeError as err:
-            raise ConfigError(f"Invalid parameters {sorted(params)} for attributor {path!r}: {err}.") from err
-    if isinstance(obj, Attributor):
-        if params:
-            raise ConfigError(f"Attributor {path!r} is an instance and takes no parameters. Got {sorted(params)}; point at its class to pass parameters.")
-        return obj
-    if callable(obj):
-        if params:
-            raise ConfigError(f"Attributor {path!r} is a plain function and takes no parameters. Got {sorted(params)}.")
-        return FunctionAttributor(obj, name=path)
-    raise ConfigError(f"{path!r} is neither an Attributor subclass nor a function (got {type(obj).__name__}).")
+    A path may name an ``Attributor`` subclass (built with ``params``), an
+    ``Attributor`` instance or a function ``(model, train, test) -> Tensor``
+    (neither takes ``params``; the function is reported under the path).
+    """
+    if isinstance(name, str) and ":" in name:
+        obj = import_object(name, "attributor")
+        if isinstance(obj, Attributor):
+            if params:
+                raise ConfigError(f"Attributor {name!r} is an instance and takes no parameters. Got {sorted(params)}; "
+                                  "point at its class to pass parameters.")
+            return obj
+        if callable(obj) and not ATTRIBUTORS.is_member(obj):
+            if params:
+                raise ConfigError(f"Attributor {name!r} is a plain function and takes no parameters. Got {sorted(params)}.")
+            return FunctionAttributor(obj, name=name)
+        if not ATTRIBUTORS.is_member(obj):
+            raise ConfigError(f"{name!r} is neither an Attributor subclass nor a function (got {type(obj).__name__}).")
+        return ATTRIBUTORS.build(obj, name, params)
+    return ATTRIBUTORS.create(name, **params)
 
 
 def resolve(spec: Attributor | Callable | str, name: str | None = None) -> Attributor:
-    """Turn an instance, a plain function or a name/``"module:Name"`` string into an Attributor."""
+    """Turn an instance, a plain function or a name/``"module:Name"`` string into an Attributor.
+
+    With ``name``, the result is shown under it: a renamed copy (:meth:`Attributor.renamed`), never the caller's instance renamed.
+    """
     if isinstance(spec, Attributor):
         attributor = spec
     elif isinstance(spec, str):
@@ -324,8 +318,7 @@ def resolve(spec: Attributor | Callable | str, name: str | None = None) -> Attri
             f"or a registered name. Got {type(spec).__name__}."
         )
     if name is not None and name != attributor.display_name:
-        attributor = copy.copy(attributor)  # never rename an instance the caller still holds
-        attributor._display_name = name
+        attributor = attributor.renamed(name)
     return attributor
 
 

@@ -99,7 +99,7 @@ def fit_ekfac(
     models = [model] if isinstance(model, nn.Module) else list(model)
     layers_per_model = [factored_layers(m, strict=_OWNER) for m in models]
     generator = torch.Generator().manual_seed(seed)
-    sampler = getattr(task, "sample_targets", None) if sampled else None
+    sampler = task.sample_targets if sampled and task.supports_sampling else None
     targets = (lambda out, y: sampler(out, generator)) if sampler is not None else None
     names = [name for name, _ in layers_per_model[0]]
     a_sum: dict[str, Tensor] = {}

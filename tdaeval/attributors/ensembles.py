@@ -25,7 +25,6 @@ the efficiency claims of the paper can be checked on equal terms.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -35,10 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.attributors._members import MemberStack, stack_members
-from tdaeval.attributors.base import Attributor, get, register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, get, register
+from tdaeval.attributors.gradient import GradCos, GradDot, _measurement_objective
+from tdaeval.attributors.trak import TRAK
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
+from tdaeval.hashing import derive_seed
 from tdaeval.nn import SeededDropout, adapters_only, add_lora, lora_parameters
+from tdaeval.params import Boolean, Instance, Interval, ListOf, Options
+from tdaeval.training import train_models
 
 __all__ = [
     "Ensemble",
@@ -131,6 +135,13 @@ class Ensemble(Attributor):
     """
 
     name = "ensemble"
+    _parameter_constraints = {
+        "attributor": [Instance(str, "a registry name"), Instance(Attributor, "an Attributor instance")],
+        "attributor_params": [None, Instance(dict)],
+        "seed": [Interval(int, 0, None)],
+        "device": DEVICE_CONSTRAINT,
+        "batch_members": [Boolean()],
+    }
 
     def __init__(
         self,
@@ -140,20 +151,18 @@ class Ensemble(Attributor):
         device: str | None = None,
         batch_members: bool = True,
     ) -> None:
-        if not isinstance(batch_members, bool):
-            raise ConfigError(f"The 'batch_members' parameter of {type(self).__name__} must be True or False. Got {batch_members!r}.")
         self.batch_members = batch_members
         self.template_ = base_attributor(attributor, attributor_params, type(self).__name__)
         if isinstance(self.template_, Ensemble):
             raise ConfigError(f"The 'attributor' parameter of {type(self).__name__} cannot itself be an ensemble.")
         self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name
         self.attributor_params = dict(attributor_params or {})
-        self.seed = check_int_at_least("seed", type(self).__name__, seed, 0)
+        self.seed = seed
         self.device = device
 
     @property
     def display_name(self) -> str:
-        return getattr(self, "_display_name", None) or f"{self.name}({self.template_.display_name})"
+        return self._display_name or f"{self.name}({self.template_.display_name})"
 
     # --- what subclasses provide ------------------------------------------------------------------------
     def _members(self) -> list[tuple[nn.Module, list | None]]:
@@ -190,8 +199,6 @@ class Ensemble(Attributor):
 
     def _stack(self, models: list[nn.Module]) -> MemberStack | None:
         """The members stacked for the batched Grad-Dot / Grad-Cos path, or None (member by member)."""
-        from tdaeval.attributors.gradient import GradCos, GradDot
-
         if not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False:
             return None
         try:
@@ -200,8 +207,6 @@ class Ensemble(Attributor):
             return None
 
     def _norms(self, factors) -> Tensor | None:
-        from tdaeval.attributors.gradient import GradCos
-
         if not isinstance(self.template_, GradCos):
             return None
         return MemberStack.sq_norms(factors).sqrt().clamp_min(1e-12)
@@ -209,8 +214,6 @@ class Ensemble(Attributor):
     def _attribute(self, test: Data) -> Tensor:
         start = time.perf_counter()
         if self.stack_ is not None:
-            from tdaeval.attributors.gradient import _measurement_objective
-
             test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self.template_.chunk_size)
             scores = MemberStack.mean_products(test_factors, self.train_factors_, self._norms(test_factors), self.train_norms_)
         else:
@@ -221,14 +224,6 @@ class Ensemble(Attributor):
             scores = (total / len(self.members_)).float()
         self.cost_["serving_seconds"] += time.perf_counter() - start
         return scores
-
-
-def _check_checkpoints(checkpoints: list | None, owner: str) -> None:
-    if not checkpoints:
-        raise ConfigError(
-            f"Attributor {owner!r} needs checkpoints of the training run: pass checkpoints=[...] to fit() "
-            "(tdaeval.training.train_model(..., n_checkpoints=k) records them)."
-        )
 
 
 @register
@@ -251,6 +246,7 @@ class NaiveEnsemble(Ensemble):
 
     name = "naive_ensemble"
     contract_params = {"n_models": 2}
+    _parameter_constraints = {**Ensemble._parameter_constraints, "n_models": [Interval(int, 1, None)]}
 
     def __init__(
         self,
@@ -262,14 +258,11 @@ class NaiveEnsemble(Ensemble):
         batch_members: bool = True,
     ) -> None:
         super().__init__(attributor, attributor_params, seed, device, batch_members)
-        self.n_models = check_int_at_least("n_models", "NaiveEnsemble", n_models, 1)
+        self.n_models = n_models
 
     def _members(self) -> list[tuple[nn.Module, list | None]]:
         members: list[tuple[nn.Module, list | None]] = [(self.model_, self.checkpoints_)]
         if self.n_models > 1:
-            from tdaeval.groundtruth.jobs import derive_seed
-            from tdaeval.training import train_models
-
             seeds = [derive_seed("naive-ensemble", self.seed, m) for m in range(1, self.n_models)]
             everything = torch.arange(len(self.train_))
             stacked = train_models(self.task_, [everything] * len(seeds), seeds, device=self.device or "cpu")
@@ -290,6 +283,8 @@ class CheckpointEnsemble(Ensemble):
     """
 
     name = "checkpoint_ensemble"
+    _parameter_constraints = {**Ensemble._parameter_constraints, "n_checkpoints": [None, Interval(int, 1, None)]}
+    requires_checkpoints = True
 
     def __init__(
         self,
@@ -301,13 +296,11 @@ class CheckpointEnsemble(Ensemble):
         batch_members: bool = True,
     ) -> None:
         super().__init__(attributor, attributor_params, seed, device, batch_members)
-        if n_checkpoints is not None:
-            check_int_at_least("n_checkpoints", "CheckpointEnsemble", n_checkpoints, 1)
         self.n_checkpoints = n_checkpoints
 
     def _members(self) -> list[tuple[nn.Module, list | None]]:
-        _check_checkpoints(self.checkpoints_, self.display_name)
-        chosen = self.checkpoints_ if self.n_checkpoints is None else self.checkpoints_[-self.n_checkpoints :]
+        checkpoints = self._checkpoints()
+        chosen = checkpoints if self.n_checkpoints is None else checkpoints[-self.n_checkpoints :]
         return [(model_with_params(self.model_, c.params, self.display_name).eval(), None) for c in chosen]
 
 
@@ -315,7 +308,8 @@ class CheckpointEnsemble(Ensemble):
 
 
 def _seed_of(*parts: Any) -> int:
-    return int(hashlib.sha256(repr(("tdaeval-member-dropout", *parts)).encode()).hexdigest()[:15], 16)
+    """A member's 60-bit seed from ``parts`` (:func:`~tdaeval.hashing.derive_seed`, ``repr`` encoding: values fixed before it existed)."""
+    return derive_seed("tdaeval-member-dropout", *parts, bits=60, encoding="repr")
 
 
 class MemberDropout(nn.Module):
@@ -455,6 +449,14 @@ class DropoutEnsemble(Ensemble):
     contract_params = {"n_passes": 2, "p": 0.1}
     #: The model must contain dropout layers (read by the common tests).
     needs_dropout_layers = True
+    _parameter_constraints = {
+        **Ensemble._parameter_constraints,
+        "n_models": [Interval(int, 1, None)],
+        "n_passes": [Interval(int, 1, None)],
+        "p": [None, Interval(float, 0, 1, closed="left")],
+        "mask_mode": [Options(MASK_MODES)],
+        "trak_q_only": [Boolean()],
+    }
 
     def __init__(
         self,
@@ -470,22 +472,13 @@ class DropoutEnsemble(Ensemble):
         batch_members: bool = True,
     ) -> None:
         super().__init__(attributor, attributor_params, seed, device, batch_members)
-        from tdaeval.attributors.trak import TRAK
-
-        if not isinstance(trak_q_only, bool):
-            raise ConfigError(f"The 'trak_q_only' parameter of DropoutEnsemble must be True or False. Got {trak_q_only!r}.")
         if trak_q_only and not isinstance(self.template_, TRAK):
             raise ConfigError(
                 f"The 'trak_q_only' parameter of DropoutEnsemble applies to a 'trak' base attributor; "
                 f"got {self.template_.display_name!r}."
             )
         self.trak_q_only = trak_q_only
-        self.n_models = check_int_at_least("n_models", "DropoutEnsemble", n_models, 1)
-        self.n_passes = check_int_at_least("n_passes", "DropoutEnsemble", n_passes, 1)
-        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0):
-            raise ConfigError(f"The 'p' parameter of DropoutEnsemble must be None or in [0, 1). Got {p!r} instead.")
-        if mask_mode not in MASK_MODES:
-            raise ConfigError(f"The 'mask_mode' parameter of DropoutEnsemble must be one of {MASK_MODES}. Got {mask_mode!r} instead.")
+        self.n_models, self.n_passes = n_models, n_passes
         self.p = None if p is None else float(p)
         self.mask_mode = mask_mode
 
@@ -675,6 +668,17 @@ class LoRAEnsemble(Ensemble):
 
     name = "lora_ensemble"
     contract_params = {"n_adapters": 2, "rank": 2, "steps": 5}
+    _parameter_constraints = {
+        **Ensemble._parameter_constraints,
+        "n_models": [Interval(int, 1, None)],
+        "n_adapters": [Interval(int, 1, None)],
+        "rank": [Interval(int, 1, None)],
+        "targets": [None, ListOf(str, description="a list of module names")],
+        "steps": [Interval(int, 0, None)],
+        "lr": [None, Interval(float, 0, None, closed="neither")],
+        "batch_size": [None, Interval(int, 1, None)],
+        "grad_params": [Options(GRAD_PARAMS)],
+    }
 
     def __init__(
         self,
@@ -693,18 +697,7 @@ class LoRAEnsemble(Ensemble):
         batch_members: bool = True,
     ) -> None:
         super().__init__(attributor, attributor_params, seed, device, batch_members)
-        self.n_models = check_int_at_least("n_models", "LoRAEnsemble", n_models, 1)
-        self.n_adapters = check_int_at_least("n_adapters", "LoRAEnsemble", n_adapters, 1)
-        self.rank = check_int_at_least("rank", "LoRAEnsemble", rank, 1)
-        self.steps = check_int_at_least("steps", "LoRAEnsemble", steps, 0)
-        if batch_size is not None:
-            check_int_at_least("batch_size", "LoRAEnsemble", batch_size, 1)
-        if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-            raise ConfigError(f"The 'lr' parameter of LoRAEnsemble must be None or > 0. Got {lr!r} instead.")
-        if grad_params not in GRAD_PARAMS:
-            raise ConfigError(f"The 'grad_params' parameter of LoRAEnsemble must be one of {GRAD_PARAMS}. Got {grad_params!r} instead.")
-        if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) for t in targets)):
-            raise ConfigError(f"The 'targets' parameter of LoRAEnsemble must be None or a list of module names. Got {targets!r}.")
+        self.n_models, self.n_adapters, self.rank, self.steps = n_models, n_adapters, rank, steps
         self.targets = None if targets is None else list(targets)
         self.lr, self.batch_size, self.grad_params = lr, batch_size, grad_params
 

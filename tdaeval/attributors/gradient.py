@@ -28,9 +28,10 @@ from tdaeval.attributors._linear import (
     factored_layers,
     factored_sq_norms,
 )
-from tdaeval.attributors.base import Attributor, register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, check_int_at_least
+from tdaeval.errors import AttributorError
+from tdaeval.params import Boolean, Interval
 from tdaeval.task import Task
 
 __all__ = [
@@ -242,8 +243,12 @@ def gradient_set(
     return GradientSet(dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device))
 
 
-def _check_chunk_size(chunk_size: int, owner: str) -> int:
-    return check_int_at_least("chunk_size", owner, chunk_size, 1)
+#: The constructor parameters of the gradient attributors (Grad-Dot, Grad-Cos, TracIn).
+_GRADIENT_CONSTRAINTS = {
+    "chunk_size": [Interval(int, 1, None)],
+    "device": DEVICE_CONSTRAINT,
+    "factorized": [None, Boolean()],
+}
 
 
 @register
@@ -262,9 +267,10 @@ class GradDot(Attributor):
 
     name = "grad_dot"
     normalize = False
+    _parameter_constraints = _GRADIENT_CONSTRAINTS
 
     def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
-        self.chunk_size = _check_chunk_size(chunk_size, type(self).__name__)
+        self.chunk_size = chunk_size
         self.device = device
         self.factorized = factorized
 
@@ -341,22 +347,19 @@ class TracIn(Attributor):
     """
 
     name = "tracin"
+    requires_checkpoints = True
+    _parameter_constraints = _GRADIENT_CONSTRAINTS
 
     def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
-        self.chunk_size = _check_chunk_size(chunk_size, "TracIn")
+        self.chunk_size = chunk_size
         self.device = device
         self.factorized = factorized
 
     _gradients = GradDot._gradients
 
     def _fit(self) -> None:
-        if not self.checkpoints_:
-            raise AttributorError(
-                "Attributor 'tracin' needs checkpoints of the training run: pass checkpoints=[...] to fit() "
-                "(tdaeval.training.train_model(..., n_checkpoints=k) records them)."
-            )
         self.model_.eval()
-        self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self.checkpoints_]
+        self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self._checkpoints()]
 
     def _attribute(self, test: Data) -> Tensor:
         return self._attribute_chunk(self._prepare_chunks(test), 0, len(self.train_))

@@ -7,6 +7,8 @@ from torch import Tensor
 
 from tdaeval.attributors.base import Attributor, register
 from tdaeval.datasets import Data
+from tdaeval.params import Interval
+from tdaeval.training import training_seed
 
 __all__ = ["RandomAttributor"]
 
@@ -33,13 +35,12 @@ class RandomAttributor(Attributor):
     """
 
     name = "random"
+    _parameter_constraints = {"seed": [Interval(int, 0, None)]}
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
     def _fit(self) -> None:
-        from tdaeval.training import training_seed
-
         run_seed = training_seed(self.model_)
         self.generator_seed_ = int(self.seed) ^ (run_seed or 0)
 

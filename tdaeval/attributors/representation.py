@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from tdaeval.attributors.base import Attributor, register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Instance
 
 __all__ = ["last_linear", "model_on_device", "penultimate_features", "Representer", "Similarity"]
 
@@ -83,6 +84,7 @@ class Similarity(Attributor):
     """
 
     name = "similarity"
+    _parameter_constraints = {"layer": [None, Instance(str)], "device": DEVICE_CONSTRAINT}
 
     def __init__(self, layer: str | None = None, device: str | None = None) -> None:
         self.layer, self.device = layer, device
@@ -118,6 +120,7 @@ class Representer(Attributor):
     """
 
     name = "representer"
+    _parameter_constraints = {"layer": [None, Instance(str)], "device": DEVICE_CONSTRAINT}
 
     def __init__(self, layer: str | None = None, device: str | None = None) -> None:
         self.layer, self.device = layer, device

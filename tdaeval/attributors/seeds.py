@@ -17,10 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tdaeval.attributors.base import Attribution, Attributor, register
-from tdaeval.attributors.ensembles import model_with_params
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
+from tdaeval.attributors.ensembles import Ensemble, base_attributor, model_with_params
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
+from tdaeval.hashing import derive_seed
+from tdaeval.params import Instance, Interval, Options
+from tdaeval.scores import Attribution
+from tdaeval.training import set_training_seed, train_model, train_models
 
 __all__ = ["SeedPosterior", "seed_posterior", "seed_statistics", "describe_test", "TESTS", "TEST_DESCRIPTIONS", "VARY"]
 
@@ -133,6 +137,17 @@ class SeedPosterior(Attributor):
 
     name = "seed_posterior"
     contract_params = {"n_seeds": 2}
+    _parameter_constraints = {
+        "attributor": [Instance(str, "a registry name"), Instance(Attributor, "an Attributor instance")],
+        "attributor_params": [None, Instance(dict)],
+        "n_seeds": [Interval(int, 2, None)],
+        "last_k": [Interval(int, 1, None)],
+        "n_checkpoints": [Interval(int, 0, None)],
+        "vary": [Options(VARY)],
+        "test": [Options(TESTS)],
+        "seed": [Interval(int, 0, None)],
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -146,32 +161,22 @@ class SeedPosterior(Attributor):
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        from tdaeval.attributors.ensembles import Ensemble, base_attributor
-
         self.template_ = base_attributor(attributor, attributor_params, "SeedPosterior")
         if isinstance(self.template_, (SeedPosterior, Ensemble)):
             raise ConfigError("The 'attributor' parameter of SeedPosterior cannot be an ensemble or another posterior.")
         self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name
         self.attributor_params = dict(attributor_params or {})
-        self.n_seeds = check_int_at_least("n_seeds", "SeedPosterior", n_seeds, 2)
-        self.last_k = check_int_at_least("last_k", "SeedPosterior", last_k, 1)
-        self.n_checkpoints = check_int_at_least("n_checkpoints", "SeedPosterior", n_checkpoints, 0)
-        if vary not in VARY:
-            raise ConfigError(f"The 'vary' parameter of SeedPosterior must be one of {VARY}. Got {vary!r} instead.")
-        if test not in TESTS:
-            raise ConfigError(f"The 'test' parameter of SeedPosterior must be one of {TESTS}. Got {test!r} instead.")
+        self.n_seeds, self.last_k, self.n_checkpoints = n_seeds, last_k, n_checkpoints
         self.vary, self.test = vary, test
-        self.seed = check_int_at_least("seed", "SeedPosterior", seed, 0)
+        self.seed = seed
         self.device = device
 
     @property
     def display_name(self) -> str:
-        return getattr(self, "_display_name", None) or f"{self.name}({self.template_.display_name})"
+        return self._display_name or f"{self.name}({self.template_.display_name})"
 
     def training_seeds(self) -> list[tuple[int, int]]:
         """``(init_seed, order_seed)`` of each of the ``S`` runs."""
-        from tdaeval.groundtruth.jobs import derive_seed
-
         fixed = derive_seed("seed-posterior-fixed", self.seed)
         drawn = [derive_seed("seed-posterior", self.seed, s) for s in range(self.n_seeds)]
         if self.vary == "init":
@@ -182,8 +187,6 @@ class SeedPosterior(Attributor):
 
     def _runs(self) -> list[tuple[list[nn.Module], list | None]]:
         """Per seed: the models whose scores are averaged, and the checkpoints given to the base attributor."""
-        from tdaeval.training import set_training_seed, train_model, train_models
-
         device = self.device or "cpu"
         everything = torch.arange(len(self.train_))
         keep = max(self.n_checkpoints, self.task_.recipe.epochs if self.last_k > 1 else 0)

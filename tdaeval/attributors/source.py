@@ -30,11 +30,12 @@ import torch
 from torch import Tensor
 
 from tdaeval.attributors._linear import factored_layers
-from tdaeval.attributors.base import Attributor, register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.ekfac import EKFACFactors, apply_ekfac_spectral, fit_ekfac
 from tdaeval.attributors.gradient import aligned_params, test_measurement_grads, train_loss_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError
+from tdaeval.params import Boolean, Interval
 
 __all__ = ["Source", "FastSource", "SourceSegment", "source_propagate"]
 
@@ -122,8 +123,18 @@ class Source(Attributor):
     """
 
     name = "source"
+    requires_checkpoints = True
     contract_params = {"n_segments": 2}
     _average_weights = False
+    _parameter_constraints = {
+        "n_segments": [Interval(int, 1, None)],
+        "sampled": [Boolean()],
+        "momentum": [None, Interval(float, 0, 1, closed="left")],
+        "steps_per_epoch": [None, Interval(int, 1, None)],
+        "chunk_size": [Interval(int, 1, None)],
+        "seed": [Interval(int, 0, None)],
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -135,23 +146,11 @@ class Source(Attributor):
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        owner = type(self).__name__
-        check_int_at_least("n_segments", owner, n_segments, 1)
-        check_int_at_least("chunk_size", owner, chunk_size, 1)
-        if steps_per_epoch is not None:
-            check_int_at_least("steps_per_epoch", owner, steps_per_epoch, 1)
-        if momentum is not None and not 0 <= momentum < 1:
-            raise ConfigError(f"The 'momentum' parameter of {owner} must be None or in [0, 1). Got {momentum!r} instead.")
         self.n_segments, self.sampled, self.momentum = n_segments, sampled, momentum
         self.steps_per_epoch, self.chunk_size, self.seed, self.device = steps_per_epoch, chunk_size, seed, device
 
     def _fit(self) -> None:
-        checkpoints = self.checkpoints_
-        if not checkpoints:
-            raise AttributorError(
-                f"Attributor {self.display_name!r} needs the checkpoints of the training run: pass "
-                "fit(..., checkpoints=train_model(task, model, indices, seed, n_checkpoints=6).checkpoints)."
-            )
+        checkpoints = self._checkpoints()
         factored_layers(self.model_, strict=f"Attributor {self.display_name!r} (EK-FAC curvature)", hint="")
         self.model_.eval()
         recipe = self.task_.recipe

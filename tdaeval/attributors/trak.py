@@ -7,10 +7,13 @@ import copy
 import torch
 from torch import Tensor
 
-from tdaeval.attributors.base import Attributor, register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.hashing import derive_seed
+from tdaeval.params import Boolean, Interval
+from tdaeval.training import train_models
 
 __all__ = ["TRAK", "GaussianProjection", "random_projection"]
 
@@ -96,6 +99,15 @@ class TRAK(Attributor):
     name = "trak"
     #: Bytes of per-sample gradients held at once while featurising.
     memory_budget = 2**27
+    _parameter_constraints = {
+        "projection_dim": [None, Interval(int, 1, None)],
+        "damping": [None, Interval(float, 0, None)],
+        "n_models": [Interval(int, 1, None)],
+        "use_checkpoints": [Boolean()],
+        "seed": [Interval(int, 0, None)],
+        "chunk_size": [Interval(int, 1, None)],
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -107,30 +119,22 @@ class TRAK(Attributor):
         chunk_size: int = 256,
         device: str | None = None,
     ) -> None:
-        if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1):
-            raise ConfigError(f"The 'projection_dim' parameter of TRAK must be None or an integer >= 1. Got {projection_dim!r} instead.")
-        check_int_at_least("n_models", "TRAK", n_models, 1)
-        if damping is not None and not damping >= 0:
-            raise ConfigError(f"The 'damping' parameter of TRAK must be None or >= 0. Got {damping!r} instead.")
         self.projection_dim, self.damping, self.n_models = projection_dim, damping, n_models
-        if not isinstance(use_checkpoints, bool):
-            raise ConfigError(f"The 'use_checkpoints' parameter of TRAK must be True or False. Got {use_checkpoints!r} instead.")
         self.use_checkpoints = use_checkpoints
         self.seed, self.chunk_size, self.device = seed, chunk_size, device
 
+    def needs_checkpoints(self) -> bool:
+        """With ``use_checkpoints=True``: the models are the checkpoints of the training run."""
+        return self.use_checkpoints
+
     def _checkpoint_models(self) -> list[torch.nn.Module]:
         """One copy of the fitted model per checkpoint, holding that checkpoint's parameters."""
-        if not self.checkpoints_:
-            raise ConfigError(
-                "Attributor 'trak' with use_checkpoints=True needs checkpoints of the training run: pass "
-                "checkpoints=[...] to fit() (tdaeval.training.train_model(..., n_checkpoints=k) records them)."
-            )
         models = []
-        for k, checkpoint in enumerate(self.checkpoints_):
+        for k, checkpoint in enumerate(self._checkpoints()):
             params = getattr(checkpoint, "params", None)
             names = dict(self.model_.named_parameters())
             if not isinstance(params, dict) or set(params) != set(names):
-                raise ConfigError(
+                raise AttributorError(
                     f"Attributor 'trak': checkpoint {k} must hold a 'params' dict with exactly the model's "
                     f"parameters {sorted(names)[:5]}..."
                 )
@@ -144,9 +148,6 @@ class TRAK(Attributor):
     def _models(self) -> list[torch.nn.Module]:
         models = self._checkpoint_models() if self.use_checkpoints else [self.model_]
         if self.n_models > 1:
-            from tdaeval.groundtruth.jobs import derive_seed
-            from tdaeval.training import train_models
-
             seeds = [derive_seed("trak", self.seed, m) for m in range(1, self.n_models)]
             everything = torch.arange(len(self.train_))
             stacked = train_models(self.task_, [everything] * len(seeds), seeds, device=self.device or "cpu")

@@ -2,12 +2,13 @@
 
 from tdaeval.groundtruth.executors import Executor, LocalExecutor, ProcessExecutor, RayExecutor, get_executor, plan_batches
 from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth, further_train
-from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
-from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, run_jobs, subset_masks
-from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
+from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job, run_jobs
+from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth, lds_jobs, subset_masks
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth, loo_jobs, removed_indices
+from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
 from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, LabelTruth, MaskTruth, ModelTruth, NoTruth
 
 __all__ = [
     "ArtifactStore",
@@ -19,6 +20,12 @@ __all__ = [
     "build_mode",
     "plan_batches",
     "FurtherTrainingGroundTruth",
+    "GroundTruth",
+    "LabelTruth",
+    "MaskTruth",
+    "ModelTruth",
+    "NO_TRUTH",
+    "NoTruth",
     "FurtherTrainingSpec",
     "LDSGroundTruth",
     "LDSSpec",

@@ -2,30 +2,36 @@
 
 Every executor trains the same batches the same way (:func:`plan_batches`,
 :func:`train_batch`), so a job gives the same result wherever it runs. The
-driver (the process that calls :meth:`Executor.run`) writes results to the
-store as batches finish: a crashed worker loses at most the batches it held.
+driver (the process that calls :meth:`Executor.map`, through
+:func:`~tdaeval.groundtruth.jobs.run_jobs`) writes results to the store as
+batches finish: a crashed worker loses at most the batches it held.
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 from tdaeval.groundtruth._procs import exit_with_parent
-from tdaeval.groundtruth.jobs import TrainJob
+from tdaeval.registry import Registry
 from tdaeval.task import Task
+from tdaeval.training import train_models
 
-__all__ = ["Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "get_executor", "plan_batches", "train_batch"]
+if TYPE_CHECKING:  # jobs.py runs jobs on executors; executors only read a job's indices and seed
+    from tdaeval.groundtruth.jobs import TrainJob
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "get_executor", "plan_batches", "train_batch"]
 
 
 def plan_batches(jobs: Sequence[TrainJob], max_models: int) -> list[list[TrainJob]]:
@@ -43,8 +49,6 @@ def train_batch(task: Task, indices: Sequence[Tensor], seeds: Sequence[int], dev
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    from tdaeval.training import train_models
-
     stacked = train_models(task, list(indices), list(seeds), device=device)
     return stacked.measure(task).to("cpu", torch.float32)
 
@@ -89,12 +93,6 @@ class Executor(ABC):
                 f"{self.name} executor: a batch of {len(batch)} jobs failed ({type(err).__name__}: {err}). "
                 "Finished batches are stored; run again to resume."
             ) from err
-
-    def run(self, task: Task, jobs: Sequence[TrainJob], on_result: Callable[[TrainJob, Tensor], None]) -> None:
-        """Train and measure every job; call ``on_result(job, measurement[n_test])`` as each batch ends."""
-        for batch, measurements in self.map(task, plan_batches(jobs, self.max_models)):
-            for job, row in zip(batch, measurements):
-                on_result(job, row.clone())
 
     def shutdown(self) -> None:
         """Release workers (nothing to do for ``local``)."""
@@ -293,7 +291,11 @@ class RayExecutor(Executor):
                 "num_gpus_per_job": self.num_gpus_per_job}
 
 
-_EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "process": ProcessExecutor, "ray": RayExecutor}
+#: The executors by name; :func:`get_executor` builds them (``"module:Name"`` paths to ``Executor`` subclasses work too).
+EXECUTORS: Registry[Executor] = Registry("executor", Executor)
+EXECUTORS.register(LocalExecutor)
+EXECUTORS.register(ProcessExecutor)
+EXECUTORS.register(RayExecutor)
 
 
 def get_executor(spec: str | Mapping[str, Any] | Executor | None, device: str = "cpu") -> Executor:
@@ -303,9 +305,10 @@ def get_executor(spec: str | Mapping[str, Any] | Executor | None, device: str = 
     ----------
     spec : str, dict, Executor or None
         ``None`` or ``"local"``; ``"process:N"`` (N workers); ``"ray"`` (local
-        instance or the one already initialised) or ``"ray:ADDRESS"``; or a
-        mapping ``{"name": "process", "workers": 4, "max_models": 16, …}``
-        with the constructor's parameters.
+        instance or the one already initialised) or ``"ray:ADDRESS"``; a
+        ``"module:Name"`` path to an ``Executor`` subclass (built with its
+        defaults); or a mapping ``{"name": "process", "workers": 4, "max_models": 16, …}``
+        with the constructor's parameters (``name`` may be a ``"module:Name"`` path).
     device : str
         Default device when the spec does not set one.
     """
@@ -323,16 +326,21 @@ def get_executor(spec: str | Mapping[str, Any] | Executor | None, device: str = 
             return ProcessExecutor(workers=int(arg), device=device)
         if name == "ray":
             return RayExecutor(address=arg or None, device=None if device == "cpu" else device)
-        raise ConfigError(f"Unknown executor {spec!r}. Expected 'local', 'process:N', 'ray' or 'ray:ADDRESS'.")
+        if arg and name not in EXECUTORS:
+            return _build_executor(spec, {}, device)
+        raise ConfigError(f"Unknown executor {spec!r}. Expected 'local', 'process:N', 'ray', 'ray:ADDRESS' or 'module:Name'.")
     if isinstance(spec, Mapping):
         params = dict(spec)
         name = params.pop("name", None)
-        if name not in _EXECUTORS:
-            raise ConfigError(f"Unknown executor {name!r}. Expected one of: {', '.join(_EXECUTORS)}.")
-        if name != "ray":
-            params.setdefault("device", device)
-        try:
-            return _EXECUTORS[name](**params)
-        except TypeError as err:
-            raise ConfigError(f"Invalid parameters {sorted(params)} for executor {name!r}: {err}.") from err
+        if name is None:
+            raise ConfigError(f"An executor mapping needs a 'name': one of {', '.join(EXECUTORS.names())}, or 'module:Name'.")
+        return _build_executor(name, params, device)
     raise ConfigError(f"An executor must be a name, a mapping or an Executor. Got {type(spec).__name__}.")
+
+
+def _build_executor(name: str, params: dict[str, Any], device: str) -> Executor:
+    """``EXECUTORS.create(name, **params)``, with ``device`` filled in for executors that take one (Ray picks its own)."""
+    cls = EXECUTORS.get_class(name)
+    if not issubclass(cls, RayExecutor) and "device" in inspect.signature(cls).parameters:
+        params.setdefault("device", device)
+    return EXECUTORS.build(cls, name, params)

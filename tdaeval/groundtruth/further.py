@@ -25,6 +25,7 @@ from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION, derive_seed
 from tdaeval.groundtruth.sharding import IncompleteGroundTruth, current_mode
 from tdaeval.groundtruth.store import ArtifactStore, job_key
+from tdaeval.groundtruth.truths import GroundTruth
 from tdaeval.task import Task
 
 __all__ = ["FurtherTrainingSpec", "FurtherTrainingGroundTruth", "further_train", "build_further_training_groundtruth", "model_digest"]
@@ -174,7 +175,7 @@ def further_train(
 
 
 @dataclass
-class FurtherTrainingGroundTruth:
+class FurtherTrainingGroundTruth(GroundTruth):
     """Further-training outputs and the gold standard ``a``.
 
     Attributes

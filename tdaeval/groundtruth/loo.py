@@ -18,9 +18,9 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.executors import Executor
-from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
-from tdaeval.groundtruth.lds import run_jobs
+from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job, run_jobs
 from tdaeval.groundtruth.store import ArtifactStore
+from tdaeval.groundtruth.truths import GroundTruth
 from tdaeval.task import Task
 
 __all__ = ["LOOSpec", "LOOGroundTruth", "removed_indices", "loo_jobs", "build_loo_groundtruth"]
@@ -76,7 +76,7 @@ def loo_jobs(task: Task, spec: LOOSpec, removed: Tensor) -> tuple[list[TrainJob]
 
 
 @dataclass
-class LOOGroundTruth:
+class LOOGroundTruth(GroundTruth):
     """Retrained outputs for leave-one-out.
 
     Attributes

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.executors import Executor
-from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job
-from tdaeval.groundtruth.lds import run_jobs
+from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job, run_jobs
 from tdaeval.groundtruth.store import ArtifactStore
+from tdaeval.groundtruth.truths import GroundTruth
 from tdaeval.task import Task
 
 __all__ = ["RemovalSpec", "RemovalContext", "RemovalOutcome", "build_removal_context", "removal_outcome", "SELECTIONS"]
@@ -63,7 +63,7 @@ class RemovalSpec:
 
 
 @dataclass
-class RemovalContext:
+class RemovalContext(GroundTruth):
     """Everything a removal metric needs before it sees scores: the task, where to train, the full-data models.
 
     Attributes

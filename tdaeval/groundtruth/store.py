@@ -44,7 +44,8 @@ from torch import Tensor
 
 from tdaeval.errors import StoreError
 from tdaeval.groundtruth._procs import file_mode, host_tag, is_alive, process_start_time
-from tdaeval.task import canonical_json, sha256_json
+from tdaeval.hashing import canonical_json, sha256_json
+from tdaeval.version import __version__
 
 __all__ = ["ArtifactStore", "default_cache_dir", "job_key"]
 
@@ -67,6 +68,47 @@ def default_cache_dir() -> Path:
         return Path(os.environ["TDAEVAL_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tdaeval"
+
+
+#: Longest value shown by :func:`spec_difference`, and most keys it lists.
+_DIFF_VALUE_CHARS, _DIFF_KEYS = 40, 8
+
+
+def _flat_spec(spec: Any, prefix: str = "") -> dict[str, Any]:
+    """A spec's leaves by dotted path (nested mappings are walked)."""
+    if not isinstance(spec, dict):
+        return {prefix or "(spec)": spec}
+    out: dict[str, Any] = {}
+    for name, value in spec.items():
+        path = f"{prefix}.{name}" if prefix else str(name)
+        out.update(_flat_spec(value, path) if isinstance(value, dict) and value else {path: value})
+    return out
+
+
+def _short_value(value: Any) -> str:
+    text = canonical_json(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= _DIFF_VALUE_CHARS else text[: _DIFF_VALUE_CHARS - 1] + "…"
+
+
+def spec_difference(stored: Any, asked: Any) -> str:
+    """Which keys of two job specs differ: ``"n_subsets: stored 64, asked 128; seed: only asked (1)"``.
+
+    Nested mappings are compared leaf by leaf (dotted paths); long values are
+    truncated to 40 characters and at most 8 keys are listed.
+    """
+    old, new = _flat_spec(stored), _flat_spec(asked)
+    parts = []
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            parts.append(f"{path}: only stored ({_short_value(old[path])})")
+        elif path not in old:
+            parts.append(f"{path}: only asked ({_short_value(new[path])})")
+        elif canonical_json(old[path]) != canonical_json(new[path]):
+            parts.append(f"{path}: stored {_short_value(old[path])}, asked {_short_value(new[path])}")
+    if not parts:
+        return "the specs differ only in form"
+    more = f"; and {len(parts) - _DIFF_KEYS} more" if len(parts) > _DIFF_KEYS else ""
+    return "; ".join(parts[:_DIFF_KEYS]) + more
 
 
 def job_key(spec: dict[str, Any]) -> str:
@@ -165,7 +207,8 @@ class ArtifactStore:
         if canonical_json(manifest.get("spec")) != canonical_json(spec):
             raise StoreError(
                 f"Manifest mismatch in the cache: {manifest_path} was written for a different job than the one "
-                f"requested under key {key[:12]}…; refusing to reuse it. Delete that file or use another cache_dir."
+                f"requested under key {key[:12]}… ({spec_difference(manifest.get('spec'), spec)}); refusing to reuse it. "
+                "Delete that file or use another cache_dir."
             )
         if not self.read_only:
             try:
@@ -235,8 +278,6 @@ class ArtifactStore:
     def save(self, key: str, spec: dict[str, Any], tensors: dict[str, Tensor]) -> None:
         """Write ``tensors`` and their manifest atomically under ``key``."""
         from safetensors.torch import save_file
-
-        from tdaeval import __version__
 
         self.check_writable("save")
         folder = self._folder(key)

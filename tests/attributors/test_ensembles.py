@@ -14,14 +14,14 @@ from tdaeval.attributors.ensembles import (
     parameter_bytes,
     with_member_dropout,
 )
-from tdaeval.errors import ConfigError
+from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.training import Checkpoint, train_model
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    from tdaeval.tasks import DigitsTask
     from tdaeval.task import TrainRecipe
+    from tdaeval.tasks import DigitsTask
 
     task = DigitsTask(n_train=150, n_test=12, hidden=16, recipe=TrainRecipe(epochs=3, batch_size=32))
     run = train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=3)
@@ -64,7 +64,7 @@ def test_checkpoint_ensemble_uses_the_last_checkpoints(mlp):
         model.load_state_dict({**model.state_dict(), **checkpoint.params})
         expected.append(get("grad_dot").fit(task, model.eval(), task.train_data).attribute(task.test_data))
     torch.testing.assert_close(ensemble.attribute(task.test_data), torch.stack(expected).mean(0), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ConfigError, match="needs checkpoints"):
+    with pytest.raises(AttributorError, match=r"'checkpoint_ensemble\(grad_dot\)' needs checkpoints"):
         CheckpointEnsemble().fit(task, run.model, task.train_data)
 
 

@@ -93,7 +93,7 @@ def test_fast_source_equals_source_with_one_checkpoint_per_segment_and_differs_o
 
 def test_source_needs_checkpoints_and_linear_layers(tiny_run):
     task, run = tiny_run
-    with pytest.raises(AttributorError, match="'source' needs the checkpoints"):
+    with pytest.raises(AttributorError, match="'source' needs checkpoints"):
         get("source").fit(task, run.model, task.train_data)
 
     class WithNorm(DigitsTask):

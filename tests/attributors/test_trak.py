@@ -3,7 +3,7 @@ import torch
 
 from tdaeval.attributors import get
 from tdaeval.attributors.trak import random_projection
-from tdaeval.errors import ConfigError
+from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.training import train_model
 
 
@@ -67,5 +67,5 @@ def test_checkpoint_ensemble_averages_the_per_checkpoint_factors(small_logreg):
 def test_checkpoint_ensemble_needs_checkpoints(small_logreg):
     task = small_logreg
     model = train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
-    with pytest.raises(ConfigError, match="use_checkpoints=True needs checkpoints"):
+    with pytest.raises(AttributorError, match="'trak' needs checkpoints"):
         get("trak", use_checkpoints=True).fit(task, model, task.train_data)

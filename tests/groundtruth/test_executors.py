@@ -1,6 +1,5 @@
 """Executors: the same ground truth from local, process and Ray, bit for bit; clear errors; crash recovery."""
 
-import os
 
 import pytest
 import torch
@@ -30,6 +29,7 @@ def test_process_pool_gives_bit_identical_ground_truth(task, local_truth, tmp_pa
     assert truth.provenance["jobs_trained"] == 6
 
 
+@pytest.mark.slow  # starting ray takes most of its 15-20 s on 2 cores; test_executor_specs builds a RayExecutor fast
 def test_ray_gives_bit_identical_ground_truth(task, local_truth, tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     executor = RayExecutor(num_cpus=2, max_models=4)
@@ -42,6 +42,7 @@ def test_ray_gives_bit_identical_ground_truth(task, local_truth, tmp_path):
     assert torch.equal(truth.outputs, local_truth.outputs)
 
 
+@pytest.mark.slow  # a worker pool that loses a worker and starts another: about 20 s on 2 cores
 def test_a_dead_worker_is_replaced_and_the_result_is_unchanged(local_truth, tmp_path, monkeypatch):
     from tests.groundtruth.plugin_tasks import CrashOnceTask
 

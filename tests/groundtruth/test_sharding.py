@@ -94,7 +94,7 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(suite, reference, 
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.05))  # land inside a batch or a write
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL
     stored = len(list(store.glob("objects/*/*.json")))
     assert targets[-1] <= stored < N_SUBSETS  # killed mid-way, not after the end

@@ -30,6 +30,24 @@ def test_manifest_mismatch_is_refused(tmp_path):
         store.load(key, {**SPEC, "seed": 2})
 
 
+def test_manifest_mismatch_names_the_keys_that_differ(tmp_path):
+    """Changed, stored-only and asked-only keys, nested ones by dotted path, long values truncated."""
+    stored = {"kind": "lds", "n_subsets": 64, "seed": 0, "old": 1, "task": {"name": "digits", "hidden": 16}, "note": "x" * 200}
+    store = ArtifactStore(tmp_path)
+    key = job_key(stored)
+    store.save(key, stored, {"outputs": torch.ones(3)})
+    asked = {"kind": "lds", "n_subsets": 128, "seed": 0, "new": [1, 2], "task": {"name": "digits", "hidden": 32}, "note": "y" * 200}
+    with pytest.raises(StoreError) as info:
+        store.load(key, asked)
+    message = str(info.value)
+    assert "n_subsets: stored 64, asked 128" in message
+    assert "task.hidden: stored 16, asked 32" in message
+    assert "old: only stored (1)" in message and "new: only asked ([1,2])" in message
+    assert "seed" not in message and "kind" not in message and "task.name" not in message
+    assert "x" * 40 not in message and "'xxxxxxxx" in message  # truncated
+    assert "refusing to reuse it" in message
+
+
 def test_corrupted_tensor_file_is_detected_and_recomputed(tmp_path):
     store = ArtifactStore(tmp_path)
     key = job_key(SPEC)

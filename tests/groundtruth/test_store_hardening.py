@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from tdaeval.cli import app
 from tdaeval.errors import StoreError
 from tdaeval.groundtruth import ArtifactStore, LDSSpec, build_lds_groundtruth, job_key, run_jobs
-from tdaeval.groundtruth import lds as lds_module
+from tdaeval.groundtruth import jobs as jobs_module
 from tdaeval.groundtruth import store as store_module
 from tdaeval.groundtruth._procs import host_tag, process_start_time
 from tdaeval.groundtruth.executors import LocalExecutor
@@ -248,7 +248,7 @@ def test_kill_9_of_the_driver_leaves_no_worker_running(tmp_path):
         descendants = psutil.Process(driver.pid).children(recursive=True)
         assert len(descendants) >= 2
         os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
+        driver.wait(timeout=60)
         deadline = time.monotonic() + 10
         while _alive(descendants) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -386,7 +386,7 @@ def test_two_concurrent_runs_train_each_job_once_and_agree(tmp_path):
 
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
+    proc.wait(timeout=120)
     return proc.pid
 
 
@@ -410,7 +410,7 @@ def _no_waiting(monkeypatch):
     def wait():
         raise AssertionError("the run waited for a claim it should have taken over")
 
-    monkeypatch.setattr(lds_module, "_poll_wait", wait)
+    monkeypatch.setattr(jobs_module, "_poll_wait", wait)
 
 
 @pytest.mark.parametrize("kind", ["dead pid", "reused pid", "other host, not refreshed", "unreadable, old"])
@@ -446,7 +446,7 @@ def test_a_live_claim_makes_the_run_train_other_jobs_first_then_wait(small_digit
             store.save(jobs[0].key, jobs[0].spec, {"outputs": reference[jobs[0].key]})
             claim.unlink()
 
-    monkeypatch.setattr(lds_module, "_poll_wait", other_run_finishes)
+    monkeypatch.setattr(jobs_module, "_poll_wait", other_run_finishes)
     results, reused, trained = run_jobs(small_digits, jobs, store, executor=LocalExecutor(max_models=1))
     assert trained == len(jobs) - 1 and len(waits) == 2
     assert set(waits[0]) == {job.key for job in jobs[1:]}  # the other jobs were done before waiting
@@ -457,7 +457,7 @@ def test_a_claim_released_without_a_result_is_trained_here(small_digits, tmp_pat
     store = ArtifactStore(tmp_path)
     jobs = _jobs(small_digits)
     claim = _write_claim(store, jobs[1].key, os.getpid(), started=process_start_time(os.getpid()))
-    monkeypatch.setattr(lds_module, "_poll_wait", claim.unlink)  # the other run gave up
+    monkeypatch.setattr(jobs_module, "_poll_wait", claim.unlink)  # the other run gave up
     results, reused, trained = run_jobs(small_digits, jobs, store, executor=LocalExecutor(max_models=1))
     assert trained == len(jobs) and store.verify() == []
 
@@ -502,7 +502,7 @@ def test_gc_removes_the_temporary_files_of_a_killed_writer_at_once(tmp_path):
         assert len(leftovers) == 1
         assert ArtifactStore(tmp_path).gc(dry_run=True)[0] == []  # the writer is alive: left alone
         os.kill(writer.pid, signal.SIGKILL)
-        writer.wait()
+        writer.wait(timeout=60)
     finally:
         if writer.poll() is None:
             writer.kill()

@@ -6,9 +6,8 @@ tdaeval never needs the extras. A missing library is a
 :class:`MissingExtraError` that names the extra to install.
 """
 
-from tdaeval.attributors.adapters._base import AdapterAttributor, MissingExtraError, import_extra, measurement_badness
-
 # Importing these registers their attributors; none imports its library here.
 from tdaeval.attributors.adapters import captum, dattri, kronfluence, quanda, traker  # noqa: E402,F401
+from tdaeval.attributors.adapters._base import AdapterAttributor, MissingExtraError, import_extra, measurement_badness
 
 __all__ = ["AdapterAttributor", "MissingExtraError", "import_extra", "measurement_badness"]

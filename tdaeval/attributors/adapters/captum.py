@@ -54,7 +54,7 @@ import contextlib
 import copy
 import importlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,7 +66,8 @@ from tdaeval.attributors.adapters._base import AdapterAttributor, MissingExtraEr
 from tdaeval.attributors.base import register
 from tdaeval.attributors.representation import last_linear
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Boolean, Instance, Interval, ListOf
 
 __all__ = [
     "CaptumTracInCP",
@@ -146,24 +147,11 @@ def _own_rng() -> Iterator[None]:
         yield
 
 
-def _check_batch_size(batch_size: int, owner: str) -> int:
-    return check_int_at_least("batch_size", owner, batch_size, 1)
-
-
-def _check_damping(damping: float, owner: str) -> float:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping >= 0:
-        raise ConfigError(f"The 'damping' parameter of {owner} must be a number >= 0. Got {damping!r} instead.")
-    return float(damping)
-
-
-def _check_layers(layers: Sequence[str] | None, owner: str) -> list[str] | None:
-    if layers is None:
-        return None
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers) or not layers:
-        raise ConfigError(
-            f"The 'layers' parameter of {owner} must be None or a non-empty list of module names. Got {layers!r} instead."
-        )
-    return list(layers)
+#: Constraints of the parameters the captum adapters share.
+_BATCH_SIZE = [Interval(int, 1, None)]
+_LAYER = [None, Instance(str)]
+_LAYERS = [None, ListOf(str, non_empty=True, description="a non-empty list of module names")]
+_SAMPLE_WISE = [None, Boolean()]
 
 
 class _InputTap(nn.Module):
@@ -301,12 +289,13 @@ class CaptumTracInCP(_CaptumAdapter):
 
     name = "captum.tracin_cp"
     contract_params = {"batch_size": 128}
+    _parameter_constraints = {"batch_size": _BATCH_SIZE, "layers": _LAYERS, "sample_wise_grads_per_batch": _SAMPLE_WISE}
 
     def __init__(
         self, batch_size: int = 256, layers: list[str] | None = None, sample_wise_grads_per_batch: bool | None = None
     ) -> None:
-        self.batch_size = _check_batch_size(batch_size, "CaptumTracInCP")
-        self.layers = _check_layers(layers, "CaptumTracInCP")
+        self.batch_size = batch_size
+        self.layers = None if layers is None else list(layers)
         self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
 
     def _fit(self) -> None:
@@ -349,10 +338,11 @@ class CaptumTracInCPFast(_CaptumAdapter):
 
     name = "captum.tracin_cp_fast"
     contract_params = {"batch_size": 128}
+    _parameter_constraints = {"layer": _LAYER, "batch_size": _BATCH_SIZE}
 
     def __init__(self, layer: str | None = None, batch_size: int = 256) -> None:
         self.layer = layer
-        self.batch_size = _check_batch_size(batch_size, "CaptumTracInCPFast")
+        self.batch_size = batch_size
 
     def _fit(self) -> None:
         influence = self._library("captum.influence")
@@ -383,6 +373,14 @@ class _CaptumInfluence(_CaptumAdapter):
     #: Where captum defines the class (captum 0.7 has neither).
     captum_module: ClassVar[str] = ""
     captum_class: ClassVar[str] = ""
+    _parameter_constraints = {
+        "damping": [Interval(float, 0, None)],
+        "hessian_inverse_tol": [Interval(float, None, None)],
+        "layers": _LAYERS,
+        "last_layer_only": [Boolean()],
+        "batch_size": _BATCH_SIZE,
+        "sample_wise_grads_per_batch": _SAMPLE_WISE,
+    }
 
     @classmethod
     def available(cls) -> bool:
@@ -405,15 +403,14 @@ class _CaptumInfluence(_CaptumAdapter):
             ) from err
 
     def _set_influence_params(self, damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch) -> None:
-        """Check and keep the parameters every captum influence function takes."""
-        owner = type(self).__name__
-        self.damping = _check_damping(damping, owner)
-        self.hessian_inverse_tol = float(hessian_inverse_tol)
-        self.layers = _check_layers(layers, owner)
+        """Keep the parameters every captum influence function takes (checked by the table), refusing ``layers`` with ``last_layer_only``."""
         if last_layer_only and layers is not None:
-            raise ConfigError(f"{owner} takes either the 'layers' or the 'last_layer_only' parameter, not both.")
-        self.last_layer_only = bool(last_layer_only)
-        self.batch_size = _check_batch_size(batch_size, owner)
+            raise ConfigError(f"{type(self).__name__} takes either the 'layers' or the 'last_layer_only' parameter, not both.")
+        self.damping = float(damping)
+        self.hessian_inverse_tol = float(hessian_inverse_tol)
+        self.layers = None if layers is None else list(layers)
+        self.last_layer_only = last_layer_only
+        self.batch_size = batch_size
         self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
 
     def _resolve_layers(self, model: nn.Module) -> list[str] | None:
@@ -486,6 +483,11 @@ class CaptumNaiveInfluence(_CaptumInfluence):
     captum_class = "NaiveInfluenceFunction"
     # The explicit Hessian of the whole MLP takes seconds (P backward passes, a general eig).
     contract_params = {"last_layer_only": True, "batch_size": 128}
+    _parameter_constraints = {
+        **_CaptumInfluence._parameter_constraints,
+        "projection_dim": [None, Interval(int, 1, None)],
+        "max_params": [Interval(int, 1, None)],
+    }
 
     def __init__(
         self,
@@ -499,10 +501,8 @@ class CaptumNaiveInfluence(_CaptumInfluence):
         max_params: int = 10_000,
     ) -> None:
         self._set_influence_params(damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch)
-        if projection_dim is not None:
-            check_int_at_least("projection_dim", "CaptumNaiveInfluence", projection_dim, 1)
         self.projection_dim = projection_dim
-        self.max_params = check_int_at_least("max_params", "CaptumNaiveInfluence", max_params, 1)
+        self.max_params = max_params
 
     def _fit(self) -> None:
         naive_influence_function = self._captum_class()
@@ -558,6 +558,13 @@ class CaptumArnoldiInfluence(_CaptumInfluence):
     captum_module = "captum.influence._core.arnoldi_influence_function"  # not exported by captum.influence
     captum_class = "ArnoldiInfluenceFunction"
     contract_params = {"projection_dim": 10, "arnoldi_dim": 20, "batch_size": 128}
+    _parameter_constraints = {
+        **_CaptumInfluence._parameter_constraints,
+        "projection_dim": [Interval(int, 1, None)],
+        "arnoldi_dim": [Interval(int, 2, None)],
+        "arnoldi_tol": [Interval(float, 0, None, closed="neither")],
+        "seed": [Interval(int, 0, None)],
+    }
 
     def __init__(
         self,
@@ -573,12 +580,10 @@ class CaptumArnoldiInfluence(_CaptumInfluence):
         seed: int = 0,
     ) -> None:
         self._set_influence_params(damping, hessian_inverse_tol, layers, last_layer_only, batch_size, sample_wise_grads_per_batch)
-        self.projection_dim = check_int_at_least("projection_dim", "CaptumArnoldiInfluence", projection_dim, 1)
-        self.arnoldi_dim = check_int_at_least("arnoldi_dim", "CaptumArnoldiInfluence", arnoldi_dim, 2)
-        if not arnoldi_tol > 0:
-            raise ConfigError(f"The 'arnoldi_tol' parameter of CaptumArnoldiInfluence must be > 0. Got {arnoldi_tol!r} instead.")
+        self.projection_dim = projection_dim
+        self.arnoldi_dim = arnoldi_dim
         self.arnoldi_tol = float(arnoldi_tol)
-        self.seed = check_int_at_least("seed", "CaptumArnoldiInfluence", seed, 0)
+        self.seed = seed
 
     def _fit(self) -> None:
         arnoldi_influence_function = self._captum_class()
@@ -623,10 +628,11 @@ class CaptumSimilarity(_CaptumAdapter):
 
     name = "captum.similarity"
     contract_params = {"batch_size": 128}
+    _parameter_constraints = {"layer": _LAYER, "batch_size": _BATCH_SIZE}
 
     def __init__(self, layer: str | None = None, batch_size: int = 256) -> None:
         self.layer = layer
-        self.batch_size = _check_batch_size(batch_size, "CaptumSimilarity")
+        self.batch_size = batch_size
 
     def _fit(self) -> None:
         influence = self._library("captum.influence")

@@ -65,9 +65,11 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader
 
 from tdaeval.attributors.adapters._base import AdapterAttributor, measurement_badness
-from tdaeval.attributors.base import register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, register
+from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Boolean, Instance, Interval, Options
 
 __all__ = [
     "DattriInfluence",
@@ -139,10 +141,9 @@ def _seeded(seed: int, device: str, no_grad: bool = True) -> Iterator[None]:
         yield
 
 
-def _check_batch_size(name: str, owner: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    return check_int_at_least(name, owner, value, 1)
+_POSITIVE_INT = [Interval(int, 1, None)]
+_OPTIONAL_POSITIVE_INT = [None, Interval(int, 1, None)]
+_SEED = [Interval(int, 0, None)]
 
 
 class _DattriAttributor(AdapterAttributor):
@@ -269,6 +270,22 @@ class DattriInfluence(_DattriAttributor):
 
     name = "dattri.influence"
     contract_params: ClassVar[dict[str, Any]] = {"solver": "cg", "max_iter": 20}
+    _parameter_constraints = {
+        "solver": [Options(SOLVERS)],
+        "damping": [Interval(float, 0, None, closed="neither")],
+        "max_iter": _POSITIVE_INT,
+        "lissa_depth": _POSITIVE_INT,
+        "lissa_repeats": _POSITIVE_INT,
+        "lissa_batch_size": _POSITIVE_INT,
+        "lissa_scale": [Interval(float, 0, None, closed="neither")],
+        "arnoldi_iter": _POSITIVE_INT,
+        "arnoldi_rank": _POSITIVE_INT,
+        "train_batch_size": _OPTIONAL_POSITIVE_INT,
+        "test_batch_size": _OPTIONAL_POSITIVE_INT,
+        "dtype": [None, Options(("float32", "float64"))],
+        "seed": _SEED,
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -288,21 +305,10 @@ class DattriInfluence(_DattriAttributor):
         device: str | None = None,
     ) -> None:
         owner = "DattriInfluence"
-        if dtype not in (None, "float32", "float64"):
-            raise ConfigError(f"The 'dtype' parameter of {owner} must be None, 'float32' or 'float64'. Got {dtype!r} instead.")
-        if solver not in SOLVERS:
-            raise ConfigError(f"The 'solver' parameter of {owner} must be one of {SOLVERS}. Got {solver!r} instead.")
-        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping > 0:
-            raise ConfigError(f"The 'damping' parameter of {owner} must be a number > 0. Got {damping!r} instead.")
-        if isinstance(lissa_scale, bool) or not isinstance(lissa_scale, (int, float)) or not lissa_scale > damping:
+        if not lissa_scale > damping:
             raise ConfigError(
                 f"The 'lissa_scale' parameter of {owner} must be a number > damping ({damping}). Got {lissa_scale!r} instead."
             )
-        for pname, value in (
-            ("max_iter", max_iter), ("lissa_depth", lissa_depth), ("lissa_repeats", lissa_repeats),
-            ("lissa_batch_size", lissa_batch_size), ("arnoldi_iter", arnoldi_iter), ("arnoldi_rank", arnoldi_rank),
-        ):
-            check_int_at_least(pname, owner, value, 1)
         if dtype == "float64" and solver in FLOAT32_ONLY:
             raise ConfigError(
                 f"The 'dtype' parameter of {owner} cannot be 'float64' with solver={solver!r}: dattri 0.3.0 mixes in "
@@ -318,8 +324,8 @@ class DattriInfluence(_DattriAttributor):
         self.lissa_depth, self.lissa_repeats, self.lissa_batch_size = lissa_depth, lissa_repeats, lissa_batch_size
         self.lissa_scale = float(lissa_scale)
         self.arnoldi_iter, self.arnoldi_rank = arnoldi_iter, arnoldi_rank
-        self.train_batch_size = _check_batch_size("train_batch_size", owner, train_batch_size)
-        self.test_batch_size = _check_batch_size("test_batch_size", owner, test_batch_size)
+        self.train_batch_size = train_batch_size
+        self.test_batch_size = test_batch_size
         self.dtype = dtype
         self.seed = seed
         self.device = device
@@ -406,13 +412,18 @@ class DattriTracIn(_DattriAttributor):
     name = "dattri.tracin"
     normalized_grad: ClassVar[bool] = False
     contract_params: ClassVar[dict[str, Any]] = {}
+    _parameter_constraints = {
+        "projection_dim": _OPTIONAL_POSITIVE_INT,
+        "batch_size": _POSITIVE_INT,
+        "seed": _SEED,
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self, projection_dim: int | None = None, batch_size: int = 256, seed: int = 0, device: str | None = None
     ) -> None:
-        owner = type(self).__name__
-        self.projection_dim = _check_batch_size("projection_dim", owner, projection_dim)
-        self.batch_size = check_int_at_least("batch_size", owner, batch_size, 1)
+        self.projection_dim = projection_dim
+        self.batch_size = batch_size
         self.seed = seed
         self.device = device
 
@@ -504,6 +515,13 @@ class DattriTRAK(_DattriAttributor):
 
     name = "dattri.trak"
     contract_params: ClassVar[dict[str, Any]] = {"projection_dim": 64}
+    _parameter_constraints = {
+        "projection_dim": _OPTIONAL_POSITIVE_INT,
+        "regularization": [None, Interval(float, 0, None)],
+        "batch_size": _POSITIVE_INT,
+        "seed": _SEED,
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -513,20 +531,13 @@ class DattriTRAK(_DattriAttributor):
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        owner = "DattriTRAK"
-        self.projection_dim = _check_batch_size("projection_dim", owner, projection_dim)
-        if regularization is not None and (
-            isinstance(regularization, bool) or not isinstance(regularization, (int, float)) or not regularization >= 0
-        ):
-            raise ConfigError(f"The 'regularization' parameter of {owner} must be None or >= 0. Got {regularization!r} instead.")
+        self.projection_dim = projection_dim
         self.regularization = None if regularization is None else float(regularization)
-        self.batch_size = check_int_at_least("batch_size", owner, batch_size, 1)
+        self.batch_size = batch_size
         self.seed = seed
         self.device = device
 
     def _default_regularization(self) -> float:
-        from tdaeval.attributors.gradient import per_sample_grads
-
         total = 0.0
         for start in range(0, len(self.train_), self.batch_size):
             chunk = self.train_.subset(torch.arange(start, min(start + self.batch_size, len(self.train_))))
@@ -608,6 +619,14 @@ class DattriRPS(_DattriAttributor):
 
     name = "dattri.rps"
     contract_params: ClassVar[dict[str, Any]] = {"epochs": 30}
+    _parameter_constraints = {
+        "final_layer": [None, Instance(str)],
+        "l2_strength": [Interval(float, 0, None, closed="neither")],
+        "epochs": _POSITIVE_INT,
+        "normalize": [Boolean()],
+        "seed": _SEED,
+        "device": DEVICE_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -618,13 +637,10 @@ class DattriRPS(_DattriAttributor):
         seed: int = 0,
         device: str | None = None,
     ) -> None:
-        owner = "DattriRPS"
-        if isinstance(l2_strength, bool) or not isinstance(l2_strength, (int, float)) or not l2_strength > 0:
-            raise ConfigError(f"The 'l2_strength' parameter of {owner} must be a number > 0. Got {l2_strength!r} instead.")
         self.final_layer = final_layer
         self.l2_strength = float(l2_strength)
-        self.epochs = check_int_at_least("epochs", owner, epochs, 1)
-        self.normalize = bool(normalize)
+        self.epochs = epochs
+        self.normalize = normalize
         self.seed = seed
         self.device = device
 

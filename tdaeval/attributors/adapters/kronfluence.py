@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from tdaeval.attributors.adapters._base import AdapterAttributor, measurement_badness
 from tdaeval.attributors.base import register
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
+from tdaeval.params import Boolean, Interval
 from tdaeval.task import Task
 
 __all__ = [
@@ -118,7 +119,7 @@ def kronfluence_task(kronfluence_task_module: Any, task: Task, generator: torch.
         (``-measurement`` when higher is better).
     """
     badness = measurement_badness(task)
-    sampler = getattr(task, "sample_targets", None)
+    sampler = task.sample_targets if task.supports_sampling else None
 
     class TdaevalTask(kronfluence_task_module.Task):
         """Our task's loss and measurement in kronfluence's form."""
@@ -162,14 +163,6 @@ def _quiet():
             gc.unfreeze()
 
 
-def _check_damping(damping: float | None, owner: str) -> float | None:
-    if damping is None:
-        return None
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping >= 0:
-        raise ConfigError(f"The 'damping' parameter of {owner} must be None or a number >= 0. Got {damping!r} instead.")
-    return float(damping)
-
-
 class _Kronfluence(AdapterAttributor):
     """Shared plumbing: the generated task, the prepared model copy, the analyzer and its temporary directory."""
 
@@ -177,15 +170,20 @@ class _Kronfluence(AdapterAttributor):
     extra = "kronfluence"
     strategy: ClassVar[str] = ""
     contract_params = {"batch_size": 128}
+    _parameter_constraints = {
+        "damping": [None, Interval(float, 0, None)],
+        "use_empirical_fisher": [Boolean()],
+        "batch_size": [Interval(int, 1, None)],
+        "seed": [Interval(int, 0, None)],
+    }
 
     def __init__(
         self, damping: float | None = None, use_empirical_fisher: bool = False, batch_size: int = 256, seed: int = 0
     ) -> None:
-        owner = type(self).__name__
-        self.damping = _check_damping(damping, owner)
-        self.use_empirical_fisher = bool(use_empirical_fisher)
-        self.batch_size = check_int_at_least("batch_size", owner, batch_size, 1)
-        self.seed = check_int_at_least("seed", owner, seed, 0)
+        self.damping = None if damping is None else float(damping)
+        self.use_empirical_fisher = use_empirical_fisher
+        self.batch_size = batch_size
+        self.seed = seed
 
     def _fit(self) -> None:
         self._library("kronfluence")
@@ -213,7 +211,7 @@ class _Kronfluence(AdapterAttributor):
         )
         self.analyzer_.set_dataloader_kwargs(dataset_utils.DataLoaderKwargs(num_workers=0))
         # Without sample_targets the task cannot draw from the model: observed targets (empirical Fisher).
-        self.empirical_fisher_ = self.use_empirical_fisher or getattr(self.task_, "sample_targets", None) is None
+        self.empirical_fisher_ = self.use_empirical_fisher or not self.task_.supports_sampling
         self.factor_args_ = arguments.FactorArguments(strategy=self.strategy, use_empirical_fisher=self.empirical_fisher_)
         self.score_args_ = arguments.ScoreArguments(damping_factor=self.damping)
         with _quiet():

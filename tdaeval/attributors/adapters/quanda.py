@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from tdaeval.attributors.adapters._base import AdapterAttributor, extra_available
 from tdaeval.attributors.base import register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Check, Interval, Options
 
 __all__ = ["QuandaExplainer", "restore_root_logging"]
 
@@ -61,13 +62,14 @@ def restore_root_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _check_explainer_spec(explainer: Any) -> Any:
+def _check_explainer_spec(explainer: Any) -> bool:
+    """True for None, a class or a ``"module:Name"`` string; else a ``ConfigError`` saying what was expected."""
     if explainer is None or isinstance(explainer, type):
-        return explainer
+        return True
     if isinstance(explainer, str):
         module, sep, name = explainer.partition(":")
         if sep and module and name and ":" not in name:
-            return explainer
+            return True
         raise ConfigError(
             f"The 'explainer' parameter of {_OWNER} must be a quanda Explainer subclass or a 'module:Name' string "
             f"(e.g. 'quanda.explainers.wrappers:CaptumSimilarity'). Got {explainer!r} instead."
@@ -79,9 +81,10 @@ def _check_explainer_spec(explainer: Any) -> Any:
     )
 
 
-def _check_explainer_kwargs(explainer_kwargs: Any) -> dict[str, Any]:
+def _check_explainer_kwargs(explainer_kwargs: Any) -> bool:
+    """True for None or a dict of string keys that leaves ``model`` and ``train_dataset`` alone; else a ``ConfigError``."""
     if explainer_kwargs is None:
-        return {}
+        return True
     if not isinstance(explainer_kwargs, dict) or not all(isinstance(k, str) for k in explainer_kwargs):
         raise ConfigError(
             f"The 'explainer_kwargs' parameter of {_OWNER} must be a dict with string keys. "
@@ -93,7 +96,7 @@ def _check_explainer_kwargs(explainer_kwargs: Any) -> dict[str, Any]:
             f"The 'explainer_kwargs' parameter of {_OWNER} may not set {reserved}: the adapter passes the fitted "
             f"model and the training data itself."
         )
-    return dict(explainer_kwargs)
+    return True
 
 
 @register
@@ -156,6 +159,16 @@ class QuandaExplainer(AdapterAttributor):
         "explainer_kwargs": {"layers": "0"},
         "batch_size": 64,
     }
+    _parameter_constraints = {
+        "explainer": [
+            Check(_check_explainer_spec, "None, a quanda Explainer subclass or a 'module:Name' string", invalid=[42, "no.colon", ":Name"])
+        ],
+        "explainer_kwargs": [
+            Check(_check_explainer_kwargs, "None or a dict with string keys", invalid=[[("layers", "0")], {"model": None}])
+        ],
+        "batch_size": [Interval(int, 1, None)],
+        "targets": [Options(_TARGETS)],
+    }
 
     def __init__(
         self,
@@ -164,13 +177,9 @@ class QuandaExplainer(AdapterAttributor):
         batch_size: int = 64,
         targets: str = "label",
     ) -> None:
-        self.explainer = _check_explainer_spec(explainer)
-        self.explainer_kwargs = _check_explainer_kwargs(explainer_kwargs)
-        self.batch_size = check_int_at_least("batch_size", _OWNER, batch_size, 1)
-        if targets not in _TARGETS:
-            raise ConfigError(
-                f"The 'targets' parameter of {_OWNER} must be one of {list(_TARGETS)}. Got {targets!r} instead."
-            )
+        self.explainer = explainer
+        self.explainer_kwargs = dict(explainer_kwargs or {})
+        self.batch_size = batch_size
         self.targets = targets
 
     # -- quanda imports (logging left as the caller had it) ---------------------------------

@@ -55,9 +55,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tdaeval.attributors.adapters._base import AdapterAttributor
-from tdaeval.attributors.base import register
+from tdaeval.attributors.base import DEVICE_CONSTRAINT, register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Boolean, Interval, Options
 
 __all__ = ["TrakTRAKer", "default_proj_dim"]
 
@@ -148,6 +149,16 @@ class TrakTRAKer(AdapterAttributor):
     library = "trak"
     extra = "trak"
     contract_params = {"proj_dim": 64, "batch_size": 128}
+    _parameter_constraints = {
+        "proj_dim": [None, Interval(int, 1, None)],
+        "projector_seed": [Interval(int, 0, None)],
+        "lambda_reg": [None, Interval(float, 0, None)],
+        "use_checkpoints": [Boolean()],
+        "model_output": [Options(MODEL_OUTPUTS)],
+        "use_half_precision": [Boolean()],
+        "batch_size": [Interval(int, 1, None)],
+        "device": [c for c in DEVICE_CONSTRAINT if c is not None],
+    }
 
     def __init__(
         self,
@@ -160,21 +171,13 @@ class TrakTRAKer(AdapterAttributor):
         batch_size: int = 256,
         device: str = "cpu",
     ) -> None:
-        if proj_dim is not None:
-            check_int_at_least("proj_dim", "TrakTRAKer", proj_dim, 1)
         self.proj_dim = proj_dim
-        self.projector_seed = check_int_at_least("projector_seed", "TrakTRAKer", projector_seed, 0)
-        if lambda_reg is not None and (isinstance(lambda_reg, bool) or not isinstance(lambda_reg, (int, float)) or not lambda_reg >= 0):
-            raise ConfigError(f"The 'lambda_reg' parameter of TrakTRAKer must be None or a number >= 0. Got {lambda_reg!r} instead.")
+        self.projector_seed = projector_seed
         self.lambda_reg = None if lambda_reg is None else float(lambda_reg)
-        self.use_checkpoints = bool(use_checkpoints)
-        if model_output not in MODEL_OUTPUTS:
-            raise ConfigError(
-                f"The 'model_output' parameter of TrakTRAKer must be one of {MODEL_OUTPUTS}. Got {model_output!r} instead."
-            )
+        self.use_checkpoints = use_checkpoints
         self.model_output = model_output
-        self.use_half_precision = bool(use_half_precision)
-        self.batch_size = check_int_at_least("batch_size", "TrakTRAKer", batch_size, 1)
+        self.use_half_precision = use_half_precision
+        self.batch_size = batch_size
         self.device = str(device)
 
     # ---- plumbing ---------------------------------------------------------------------------------
