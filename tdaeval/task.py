@@ -7,8 +7,6 @@ changes attributors explain (docs: Methods §0).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -17,19 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval.hashing import canonical_json, sha256_json  # re-exported: cache keys used to live here
 
-__all__ = ["Task", "TrainRecipe", "canonical_json", "sha256_json"]
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: the input of every cache key."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def sha256_json(obj: Any) -> str:
-    """sha256 hex digest of :func:`canonical_json` of ``obj``."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+__all__ = ["ControlledSetting", "Task", "TrainRecipe", "canonical_json", "sha256_json"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +59,67 @@ class TrainRecipe:
             )
 
 
+@dataclass(frozen=True, eq=False)
+class ControlledSetting:
+    """A known, seeded transformation of a task's data: the ground truth of a controlled-setting metric.
+
+    Built by :mod:`tdaeval.tasks.controlled` (``with_flipped_labels`` and the
+    others) and stored as ``task.setting``; a metric reads the field it needs
+    and raises a ``ConfigError`` naming the setting to apply when it is None.
+    Applying a setting to a task that already has one stacks them: the new
+    setting keeps the earlier one's fields it does not replace and its
+    records (``history``), so :attr:`transforms` lists every step in order.
+
+    Attributes
+    ----------
+    kind : str
+        What was done (``"flip_labels"``, ``"group_labels"``, ``"shortcut"``, ``"mixed_dataset"``).
+    record : dict
+        This step's parameters (JSON-ready; provenance).
+    history : tuple of dict
+        The records of the settings applied before this one, in order.
+    flipped : Tensor, optional
+        ``[n_train]`` bool, training points whose label was flipped.
+    subclass_train, subclass_test : Tensor, optional
+        ``[n_train]`` / ``[n_test]`` original labels of a grouped-labels task.
+    groups : Tensor, optional
+        ``[n_classes]`` superclass of each original class.
+    shortcut : Tensor, optional
+        ``[n_train]`` bool, training images carrying the trigger.
+    original_test_labels : Tensor, optional
+        ``[n_test]`` labels of the triggered test images before relabelling.
+    foreign : Tensor, optional
+        ``[n_train]`` bool, foreign images mixed into the training set.
+    """
+
+    kind: str
+    record: dict[str, Any]
+    history: tuple[dict[str, Any], ...] = ()
+    flipped: Tensor | None = None
+    subclass_train: Tensor | None = None
+    subclass_test: Tensor | None = None
+    groups: Tensor | None = None
+    shortcut: Tensor | None = None
+    original_test_labels: Tensor | None = None
+    foreign: Tensor | None = None
+    #: Field names holding tensors (the typed ground truths).
+    FIELDS: ClassVar[tuple[str, ...]] = ("flipped", "subclass_train", "subclass_test", "groups", "shortcut",
+                                         "original_test_labels", "foreign")
+
+    @property
+    def transforms(self) -> list[dict[str, Any]]:
+        """Every step's record in the order applied (earlier settings first)."""
+        return [*self.history, self.record]
+
+    def then(self, kind: str, record: dict[str, Any], **fields: Tensor) -> "ControlledSetting":
+        """This setting followed by another step: its record appended, ``fields`` replacing this one's."""
+        unknown = sorted(set(fields) - set(self.FIELDS))
+        if unknown:
+            raise ConfigError(f"ControlledSetting has no field(s) {unknown}. Expected some of {list(self.FIELDS)}.")
+        kept = {name: getattr(self, name) for name in self.FIELDS}
+        return ControlledSetting(kind, record, tuple(self.transforms), **{**kept, **fields})
+
+
 class Task(ABC):
     """What is being explained: data, model factory, training recipe, measurement.
 
@@ -84,11 +134,14 @@ class Task(ABC):
         Direction of the measurement (True for the classification margin).
     measurement_name : str
         Short name of the measurement, recorded in provenance.
+    setting : ControlledSetting or None
+        The controlled setting applied to the data (:mod:`tdaeval.tasks.controlled`); None for a plain task.
     """
 
     name: ClassVar[str] = "task"
     higher_is_better: ClassVar[bool] = True
     measurement_name: ClassVar[str] = "measurement"
+    setting: ControlledSetting | None = None
 
     train_data: Data
     test_data: Data
@@ -115,6 +168,30 @@ class Task(ABC):
         from tdaeval.training import train_model
 
         return train_model(self, model, train_indices, seed).model
+
+    def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
+        """Targets drawn from the model's predictive distribution given ``outputs`` ``[n, ...]`` (for the Fisher).
+
+        Optional: a task that can sample overrides it (classification: labels
+        from ``softmax(outputs)``); callers check :attr:`supports_sampling`
+        first. The default raises a ``TdaevalError``.
+
+        Returns
+        -------
+        Tensor
+            ``[n, ...]`` targets, like ``train_data.targets``.
+        """
+        raise TdaevalError(f"{type(self).__name__} cannot sample targets from its model: it does not override Task.sample_targets.")
+
+    @property
+    def supports_sampling(self) -> bool:
+        """Whether :meth:`sample_targets` is implemented (else attributors use the observed targets)."""
+        return type(self).sample_targets is not Task.sample_targets
+
+    @property
+    def transforms(self) -> list[dict[str, Any]]:
+        """The controlled setting's records in order (provenance); empty without a setting."""
+        return [] if self.setting is None else self.setting.transforms
 
     @torch.no_grad()
     def measure(self, model: nn.Module, data: Data | None = None, chunk_size: int = 4096) -> Tensor:

@@ -4,14 +4,21 @@ No I/O and no classes here; metrics in :mod:`tdaeval.metrics` wrap these.
 """
 
 from tdaeval.functional.bootstrap import bootstrap_ci, nanmean_ci
-from tdaeval.functional.censoring import censored_median, censoring_value, first_event_k
-from tdaeval.functional.detection import detection_curve, positive_ranks
-from tdaeval.functional.correlation import cosine, pearson, rankdata, spearman
+from tdaeval.functional.censoring import censored_median, censoring_value, cumulative_flips, first_event_k
+from tdaeval.functional.correlation import correlate, cosine, pearson, rankdata, spearman
+from tdaeval.functional.detection import average_precision, detection_curve, positive_ranks
 from tdaeval.functional.lds import lds, lds_two_way_ci, subset_predictions
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
-from tdaeval.functional.reliability import rank_stability, topk_jaccard
+from tdaeval.functional.reliability import rank_stability, significant_fraction, topk_jaccard
+from tdaeval.functional.topk import topk_cardinality_shares, topk_label_agreement
 
 __all__ = [
+    "average_precision",
+    "correlate",
+    "cumulative_flips",
+    "significant_fraction",
+    "topk_cardinality_shares",
+    "topk_label_agreement",
     "bootstrap_ci",
     "censored_median",
     "censoring_value",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["censoring_value", "first_event_k", "censored_median"]
+__all__ = ["censoring_value", "cumulative_flips", "first_event_k", "censored_median"]
 
 
 def censoring_value(k_grid: Sequence[int]) -> float:
@@ -81,3 +81,23 @@ def censored_median(values: Tensor, k_grid: Sequence[int]) -> float | None:
         if float((values <= float(k)).double().mean()) >= 0.5:
             return float(k)
     return None
+
+
+def cumulative_flips(margins: Tensor) -> Tensor:
+    """Whether each test point's prediction is flipped at each removal size, and stays flipped for larger ones.
+
+    A point is flipped at ``k`` when fewer than half of the seeds classify it
+    correctly (margin > 0); once flipped it counts as flipped for every larger ``k``.
+
+    Parameters
+    ----------
+    margins : Tensor
+        ``[t, K, R]`` margins after removing ``k`` points, per seed, ``K`` removal sizes in increasing order.
+
+    Returns
+    -------
+    Tensor
+        ``[t, K]`` bool, non-decreasing along ``K``.
+    """
+    flipped = (margins > 0).double().mean(dim=2) < 0.5
+    return torch.cummax(flipped.int(), dim=1).values.bool()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cosine", "rankdata", "pearson", "spearman"]
+__all__ = ["correlate", "cosine", "rankdata", "pearson", "spearman"]
 
 
 def rankdata(x: Tensor, dim: int = -1) -> Tensor:
@@ -95,3 +95,15 @@ def cosine(x: Tensor, y: Tensor, dim: int = -1) -> Tensor:
     zero = (nx == 0) | (ny == 0)
     value = (x * y).sum(dim=dim) / torch.where(zero, torch.ones_like(nx), nx * ny)
     return torch.where(zero, torch.full_like(value, float("nan")), value.clamp(-1.0, 1.0))
+
+
+def correlate(x: Tensor, y: Tensor, kind: str, dim: int = -1) -> Tensor:
+    """The ``kind`` correlation (``"spearman"``, ``"pearson"`` or ``"cosine"``) of ``x`` and ``y`` along ``dim``, float64.
+
+    ``x`` and ``y`` broadcast (e.g. ``[n_test, k]`` with ``[E, n_test, k]`` gives ``[E, n_test]``).
+    """
+    functions = {"spearman": spearman, "pearson": pearson, "cosine": cosine}
+    if kind not in functions:
+        raise ValueError(f"Unknown correlation {kind!r}. Expected one of {sorted(functions)}.")
+    x, y = torch.broadcast_tensors(x, y)
+    return functions[kind](x, y, dim=dim)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["positive_ranks", "detection_curve"]
+__all__ = ["average_precision", "positive_ranks", "detection_curve"]
 
 
 def positive_ranks(scores: Tensor, positives: Tensor) -> Tensor:
@@ -53,3 +53,39 @@ def detection_curve(scores: Tensor, positives: Tensor) -> Tensor:
     within = torch.arange(scores.numel()) - group_start[group] + 1
     curve = found_before[group] + within * group_found[group] / counts[group]
     return curve / positives.sum()
+
+
+def average_precision(scores: Tensor, positives: Tensor) -> Tensor:
+    """Average precision of each score row for the ``positives`` mask (scikit-learn's definition, ties grouped).
+
+    ``AP = Σ_j (R_j − R_{j−1}) · P_j`` over the distinct score values in
+    decreasing order, ``P_j`` / ``R_j`` the precision / recall of the points
+    scored at least the ``j``-th value. Chance is the share of positives.
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``[m, n]`` (or ``[n]``), higher = more likely positive.
+    positives : Tensor
+        ``[n]`` bool, with at least one positive.
+
+    Returns
+    -------
+    Tensor
+        ``[m]`` float64 in [0, 1] (a 0-d tensor for ``[n]`` scores).
+    """
+    single = scores.ndim == 1
+    rows = scores.double().reshape(-1, scores.shape[-1])
+    sorted_scores, order = torch.sort(rows, dim=1, descending=True)
+    hits = positives.to(torch.float64)[order]  # [m, n]
+    true_positives = torch.cumsum(hits, dim=1)
+    # a threshold ends where the next sorted score differs (ties are one threshold)
+    last = torch.ones_like(sorted_scores, dtype=torch.bool)
+    last[:, :-1] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    ranks = torch.arange(1, rows.shape[1] + 1, dtype=torch.float64).expand_as(rows)
+    precision = true_positives / ranks
+    n_positive = positives.sum().double()
+    gained = torch.diff(torch.where(last, true_positives, torch.zeros_like(true_positives)).cummax(dim=1).values,
+                        dim=1, prepend=torch.zeros(rows.shape[0], 1, dtype=torch.float64))
+    ap = (gained * precision * last).sum(dim=1) / n_positive
+    return ap[0] if single else ap

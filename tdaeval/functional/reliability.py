@@ -9,7 +9,7 @@ from torch import Tensor
 
 from tdaeval.functional.correlation import spearman
 
-__all__ = ["rank_stability", "topk_jaccard"]
+__all__ = ["rank_stability", "significant_fraction", "topk_jaccard"]
 
 
 def _pairs(n_samples: int) -> list[tuple[int, int]]:
@@ -44,3 +44,16 @@ def topk_jaccard(samples: Tensor, k: int) -> Tensor:
         union = (member[s] | member[t]).sum(-1).double()
         values.append(inter / union)
     return torch.stack(values).mean(0)
+
+
+def significant_fraction(p_values: Tensor, alpha: float) -> Tensor:
+    """``[n_test]``: fraction of each test point's training points with ``p < alpha``.
+
+    Parameters
+    ----------
+    p_values : Tensor
+        ``[n_test, n_train]`` p-values of the train–test pairs.
+    alpha : float
+        Significance level.
+    """
+    return (p_values < alpha).double().mean(dim=1)

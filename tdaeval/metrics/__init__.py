@@ -16,4 +16,9 @@ from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
 
-__all__ = ["Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO", "LOOPearson", "MislabelDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric", "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric"]
+__all__ = [
+    "Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO",
+    "LOOPearson", "MislabelDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection",
+    "SubclassDetection", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric",
+    "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric",
+]

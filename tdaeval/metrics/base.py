@@ -13,10 +13,12 @@ import torch
 from torch import Tensor
 
 from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, NoTruth
+from tdaeval.registry import Registry
+from tdaeval.scores import Attribution
 
-__all__ = ["Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix", "check_n_bootstrap"]
-
-_METRICS: dict[str, type["Metric"]] = {}
+__all__ = ["METRICS", "Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix",
+           "check_n_bootstrap"]
 
 
 @dataclass
@@ -95,8 +97,13 @@ def _finite_or_none(value: float) -> float | None:
 class Metric(ABC):
     """Compares attribution scores with a gold standard.
 
-    Subclasses set the class attributes below, build their ground truth in
-    :meth:`build_truth` and compare scores with it in :meth:`compute`.
+    The contract: a subclass sets the class attributes below, builds its
+    ground truth (a :class:`~tdaeval.groundtruth.truths.GroundTruth` of type
+    ``truth_type``) in :meth:`build_truth` and compares scores with it in
+    :meth:`compute`, both with the signatures declared here. ``compute``
+    should be thin: :meth:`_scores` (unwrap and check the shape once), one
+    function of :mod:`tdaeval.functional` for the per-example values,
+    :meth:`_bootstrap_result` for the value and its interval.
 
     Attributes
     ----------
@@ -106,24 +113,90 @@ class Metric(ABC):
         Direction of the metric's value.
     bounds : tuple or None
         Range of possible values.
-    requires : frozenset of str
-        Kinds of ground truth the metric needs (e.g. ``{"lds"}``).
+    truth_type : type
+        The :class:`~tdaeval.groundtruth.truths.GroundTruth` subclass
+        :meth:`build_truth` returns and :meth:`compute` accepts
+        (:class:`~tdaeval.groundtruth.truths.NoTruth` for a metric that
+        reads only the scores).
+    needs_model : bool
+        :meth:`build_truth` needs the explained model (``model=``).
+    needs_attributor : bool
+        :meth:`compute` needs the fitted attributor (``attributor=``), not
+        only its scores.
+    groundtruth_params : frozenset of str
+        Constructor parameters that are ground-truth settings (a suite's
+        ``groundtruth`` section fills them).
+    n_bootstrap : int
+        Bootstrap resamples of the interval (instance attribute; each metric's
+        constructor sets it, 2000 unless its docstring says otherwise).
+    seed : int
+        Seed of the bootstrap (and of whatever else the metric draws).
     """
 
     name: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = True
     bounds: ClassVar[tuple[float, float] | None] = None
-    requires: ClassVar[frozenset[str]] = frozenset()
-    #: Constructor parameters that are ground-truth settings (a suite's ``groundtruth`` section fills them).
+    truth_type: ClassVar[type[GroundTruth]] = NoTruth
+    needs_model: ClassVar[bool] = False
+    needs_attributor: ClassVar[bool] = False
     groundtruth_params: ClassVar[frozenset[str]] = frozenset()
+    n_bootstrap: int = 2000
+    seed: int = 0
 
     @abstractmethod
-    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> Any:
-        """Build (or load) the ground truth this metric needs."""
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> GroundTruth:
+        """Build (or load from ``store``) the ground truth this metric needs.
+
+        Parameters
+        ----------
+        task : Task
+            The task being explained.
+        store : ArtifactStore, optional
+            Where retrained models' measurements are cached (metrics that retrain need one).
+        model : nn.Module, optional
+            The explained model (read when ``needs_model``).
+        device : str
+            Where to train.
+        executor : Executor or str, optional
+            Where to run training jobs.
+        progress : callable, optional
+            ``progress(done, total)`` after each finished job.
+
+        Returns
+        -------
+        GroundTruth
+            An instance of ``truth_type``.
+        """
 
     @abstractmethod
-    def compute(self, scores: Tensor, truth: Any) -> MetricResult:
-        """The metric for ``scores`` ``[n_test, n_train]`` against ``truth``."""
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        """The metric for ``scores`` ``[n_test, n_train]`` (or an Attribution) against ``truth``.
+
+        ``truth`` is what :meth:`build_truth` returned (the default
+        :data:`~tdaeval.groundtruth.truths.NO_TRUTH` only suits metrics whose
+        ``truth_type`` is ``NoTruth``); ``attributor`` is the fitted
+        attributor, read only by metrics with ``needs_attributor``.
+        """
+
+    def _truth(self, truth: Any) -> Any:
+        """``truth`` when it is a ``truth_type``, else a one-line ``ConfigError`` naming the metric."""
+        if not isinstance(truth, self.truth_type):
+            raise ConfigError(f"Metric {self.name!r} expects its truth as a {self.truth_type.__name__} (from build_truth). "
+                              f"Got {type(truth).__name__}.")
+        return truth
+
+    def _scores(self, scores: Any, n_test: int | None = None, n_train: int | None = None) -> Tensor:
+        """``scores`` as a ``[n_test, n_train]`` tensor (:func:`as_score_matrix`), its shape checked against the truth's sizes.
+
+        A size left None is not checked. A mismatch is a one-line ``ConfigError`` naming the metric.
+        """
+        scores = as_score_matrix(scores, self.name)
+        expected = (scores.shape[0] if n_test is None else n_test, scores.shape[1] if n_train is None else n_train)
+        if tuple(scores.shape) != expected:
+            want = ", ".join(f"{label}={'any' if size is None else size}" for label, size in (("n_test", n_test), ("n_train", n_train)))
+            raise ConfigError(f"Metric {self.name!r} expects scores of shape [{want}] to match its ground truth. Got {tuple(scores.shape)}.")
+        return scores
 
     def _bootstrap_result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool | None = None) -> MetricResult:
         """The result whose value is the mean of ``per_example``, with a bootstrap CI (``self.n_bootstrap``, ``self.seed``).
@@ -147,19 +220,18 @@ class Metric(ABC):
         return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self" and hasattr(self, p)}
 
 
-def register_metric(cls: type[Metric]) -> type[Metric]:
-    """Class decorator adding a metric to the registry under ``cls.name`` (a taken name is an error)."""
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
-        raise ConfigError(f"register_metric expects a Metric subclass. Got {cls!r}.")
-    if cls.name in _METRICS and _METRICS[cls.name] is not cls:
-        raise ConfigError(f"A metric named {cls.name!r} is already registered ({_METRICS[cls.name].__name__}).")
-    _METRICS[cls.name] = cls
-    return cls
+#: The metrics by name (``tdaeval ls``); :func:`register_metric`, :func:`get_metric` and friends read and write it.
+METRICS: Registry[Metric] = Registry("metric", Metric)
+
+
+def register_metric(cls: type[Metric] | None = None, *, name: str | None = None) -> Any:
+    """Class decorator adding a metric to the registry under ``cls.name`` (or ``name``; a taken name is an error)."""
+    return METRICS.register(cls, name=name)
 
 
 def metric_names() -> list[str]:
     """Registered metric names, sorted."""
-    return sorted(_METRICS)
+    return METRICS.names()
 
 
 def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
@@ -169,25 +241,18 @@ def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
 
 
 def as_score_matrix(scores: Any, metric: str) -> Tensor:
-    """``scores`` as a ``[n_test, n_train]`` tensor: the tensor itself, or an Attribution's mean."""
-    scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
+    """``scores`` as a ``[n_test, n_train]`` tensor: the tensor itself, or an :class:`~tdaeval.scores.Attribution`'s mean."""
+    scores = scores.mean if isinstance(scores, Attribution) else scores
     if not isinstance(scores, Tensor) or scores.ndim != 2:
         raise ConfigError(f"Metric {metric!r} expects scores as a Tensor [n_test, n_train]. Got {type(scores).__name__}.")
     return scores
 
 
 def metric_class(name: str) -> type[Metric]:
-    """The class registered under ``name`` (not instantiated: some metrics need parameters)."""
-    if name not in _METRICS:
-        raise ConfigError(f"Unknown metric {name!r}. Expected one of: {', '.join(metric_names())}.")
-    return _METRICS[name]
+    """The class registered under ``name``, or a ``"module:Name"`` path's ``Metric`` subclass (not instantiated: some metrics need parameters)."""
+    return METRICS.get_class(name)
 
 
 def get_metric(name: str, **params: Any) -> Metric:
-    """A registered metric by name, built with ``params``."""
-    if name not in _METRICS:
-        raise ConfigError(f"Unknown metric {name!r}. Expected one of: {', '.join(metric_names())}.")
-    try:
-        return _METRICS[name](**params)
-    except TypeError as err:
-        raise ConfigError(f"Invalid parameters {sorted(params)} for metric {name!r}: {err}.") from err
+    """A registered metric by name, or a ``"module:Name"`` path to a ``Metric`` subclass, built with ``params``."""
+    return METRICS.create(name, **params)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, MaskTruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["MislabelDetection"]
@@ -37,65 +38,75 @@ class MislabelDetection(Metric):
         Bootstrap resamples and their seed.
     chunk_size : int
         Training points per chunk of the self-influence diagonal.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import MaskTruth
+    >>> truth = MaskTruth(torch.tensor([True, False, False, True, False]))
+    >>> self_influence = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.2])  # what attributor.self_influence() returns
+    >>> result = MislabelDetection(n_bootstrap=100).from_self_influence(self_influence, truth)
+    >>> result.per_example.tolist(), round(result.value, 4)  # per flipped point: share of clean points below it
+    ([1.0, 0.6666666666666666], 0.8333)
     """
 
     name = "mislabel_detection"
     higher_is_better = True
     bounds = (0.0, 1.0)
-    requires = frozenset({"flipped_labels"})
-    #: compute() needs the fitted attributor (for self-influence), not only its test scores.
+    truth_type = MaskTruth
     needs_attributor = True
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0, chunk_size: int = 256) -> None:
         check_n_bootstrap("MislabelDetection", n_bootstrap)
         self.n_bootstrap, self.seed, self.chunk_size = n_bootstrap, seed, chunk_size
 
-    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
-        flipped = getattr(task, "flipped", None)
-        if flipped is None:
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> MaskTruth:
+        """The flipped-label mask of a :func:`~tdaeval.tasks.with_flipped_labels` task."""
+        if task.setting is None or task.setting.flipped is None:
             raise ConfigError(
                 "Metric 'mislabel_detection' needs a task with flipped labels: "
                 "tdaeval.tasks.with_flipped_labels(task, fraction=0.1, seed=0)."
             )
-        return {"flipped": flipped, "transforms": list(getattr(task, "transforms", []))}
+        return MaskTruth(task.setting.flipped, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: dict[str, Any], attributor: Any = None, self_influence: Tensor | None = None) -> MetricResult:
-        """The metric for ``attributor``'s self-influence (or a given ``self_influence`` ``[n_train]``)."""
-        if self_influence is None:
-            if attributor is None:
-                raise ConfigError("Metric 'mislabel_detection' needs the fitted attributor (or self_influence=[n_train]).")
-            self_influence = attributor.self_influence(chunk_size=self.chunk_size)
-        return self.from_self_influence(self_influence, truth["flipped"], truth.get("transforms", []))
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        """The metric for ``attributor``'s self-influence (the test ``scores`` are not read).
 
-    def from_self_influence(self, self_influence: Tensor, flipped: Tensor, transforms: list | None = None) -> MetricResult:
-        """The metric for a self-influence vector ``[n]`` and the flipped mask ``[n]``."""
+        To score a precomputed self-influence vector use :meth:`from_self_influence`.
+        """
+        truth = self._truth(truth)
+        if attributor is None:
+            raise ConfigError("Metric 'mislabel_detection' needs the fitted attributor (compute(..., attributor=...)), "
+                              "or use from_self_influence(self_influence, truth).")
+        return self.from_self_influence(attributor.self_influence(chunk_size=self.chunk_size), truth)
+
+    def from_self_influence(self, self_influence: Tensor, flipped: MaskTruth | Tensor, transforms: list | None = None) -> MetricResult:
+        """The metric for a self-influence vector ``[n_train]`` and the flipped mask (a :class:`MaskTruth` or ``[n_train]`` bool)."""
+        if isinstance(flipped, MaskTruth):
+            flipped, transforms = flipped.mask, list(flipped.transforms)
         self_influence = torch.as_tensor(self_influence).detach().cpu()
         flipped = torch.as_tensor(flipped, dtype=torch.bool)
         if self_influence.shape != flipped.shape or self_influence.ndim != 1:
-            raise ConfigError(f"mislabel_detection: self-influence of shape {tuple(self_influence.shape)} for {flipped.numel()} training points.")
+            raise ConfigError(f"Metric 'mislabel_detection' expects a self-influence of shape [n_train={flipped.numel()}]. "
+                              f"Got {tuple(self_influence.shape)}.")
         if not bool(torch.isfinite(self_influence).all()):
-            raise ConfigError("mislabel_detection: the self-influence has non-finite values.")
+            raise ConfigError("Metric 'mislabel_detection': the self-influence has non-finite values.")
         if bool(flipped.all()) or not bool(flipped.any()):
-            raise ConfigError("mislabel_detection needs both flipped and clean training points.")
+            raise ConfigError("Metric 'mislabel_detection' needs both flipped and clean training points.")
         per_flipped = F.positive_ranks(self_influence, flipped)
         curve = F.detection_curve(self_influence, flipped)
         provenance = {
             "kind": "mislabel_detection",
             "n_train": int(flipped.numel()),
             "n_flipped": int(flipped.sum()),
-            "average_precision": _average_precision(self_influence, flipped),
+            "average_precision": float(F.average_precision(self_influence, flipped)),
             "detection_curve_area": float(curve.mean()),
             # Quanda 0.5.0's score: the trapezoid area of the same curve over N points, divided by N
             # (= mean − (c_1 + c_N)/(2N)); equal to Quanda's number when no ties are broken by its index offset.
             "quanda_detection_score": float(torch.trapezoid(curve.double()) / curve.numel()),
             "detection_at_10_percent": float(curve[max(0, round(0.1 * curve.numel()) - 1)]),
-            "transforms": transforms or [],
+            "transforms": list(transforms or []),
             "ci_covers": "flipped training points resampled; the clean points, the trained model and its self-influence fixed",
         }
         return self._bootstrap_result(per_flipped, provenance)
-
-
-def _average_precision(scores: Tensor, positives: Tensor) -> float:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(positives.numpy(), scores.double().numpy()))

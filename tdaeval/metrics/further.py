@@ -6,11 +6,12 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError, check_int_at_least
 from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["FurtherTraining", "FurtherTrainingSpearman"]
@@ -38,12 +39,24 @@ class FurtherTraining(Metric):
         Runs trained together (bounds memory).
     n_bootstrap : int
         Bootstrap resamples for the CI.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import FurtherTrainingGroundTruth, FurtherTrainingSpec
+    >>> scores = torch.tensor([[1.0, -1.0, 0.5, -0.5]])  # [n_test=1, n_train=4]
+    >>> full = torch.zeros(1, 2, 1)  # [S=1, epochs + 1 = 2, n_test]
+    >>> left_out = -scores.T.reshape(4, 1, 1, 1).expand(4, 1, 2, 1)  # leaving i out lowers the measurement by scores[0, i]
+    >>> spec = FurtherTrainingSpec(n_left_out=4, n_seeds=1, epochs=1)
+    >>> truth = FurtherTrainingGroundTruth(torch.arange(4), full, left_out, spec, higher_is_better=True)
+    >>> round(FurtherTraining(n_left_out=4, n_seeds=1, epochs=1, n_bootstrap=100).compute(scores, truth).value, 6)
+    1.0
     """
 
     name = "further_training"
     higher_is_better = True
     bounds = (-1.0, 1.0)
-    requires = frozenset({"further_training"})
+    truth_type = FurtherTrainingGroundTruth
     #: build_truth needs the explained model itself.
     needs_model = True
     correlation: ClassVar[str] = "cosine"
@@ -72,23 +85,21 @@ class FurtherTraining(Metric):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.max_runs, self.n_bootstrap = max_runs, n_bootstrap
 
-    def build_truth(self, task: Any, store: Any, model: nn.Module | None = None, **kwargs: Any) -> FurtherTrainingGroundTruth:
+    def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
+                    executor: Any = None, progress: Any = None) -> FurtherTrainingGroundTruth:
+        """Further train (or load) every run from ``model`` (:func:`~tdaeval.groundtruth.build_further_training_groundtruth`)."""
         if model is None:
             raise ConfigError(f"Metric {self.name!r} further trains the explained model: pass model=... to build_truth.")
-        kwargs.pop("executor", None)
-        return build_further_training_groundtruth(task, model, self.spec, store, max_runs=self.max_runs, **kwargs)
+        return build_further_training_groundtruth(task, model, self.spec, store, max_runs=self.max_runs, device=device, progress=progress)
 
-    def compute(self, scores: Tensor | Any, truth: FurtherTrainingGroundTruth) -> MetricResult:
-        scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
-        n_test = truth.full_outputs.shape[-1]
-        if not isinstance(scores, Tensor) or scores.ndim != 2 or scores.shape[0] != n_test or int(truth.left_out.max()) >= scores.shape[1]:
-            raise ConfigError(
-                f"{type(self).__name__} expects scores [n_test={n_test}, n_train] covering the left-out points. "
-                f"Got {tuple(getattr(scores, 'shape', ()))}."
-            )
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.full_outputs.shape[-1])
+        if int(truth.left_out.max()) >= scores.shape[1]:
+            raise ConfigError(f"Metric {self.name!r}: the ground truth leaves out training index {int(truth.left_out.max())} "
+                              f"but the scores have only {scores.shape[1]} columns.")
         chosen = scores[:, truth.left_out].double()  # [n_test, k]
-        correlate = F.cosine if self.correlation == "cosine" else F.spearman
-        per_epoch = torch.stack([correlate(chosen, harm) for harm in truth.harm])  # [E+1, n_test]
+        per_epoch = F.correlate(chosen, truth.harm, self.correlation)  # [E+1, n_test]
         curve = [None if math.isnan(v) else float(v) for v in torch.nanmean(per_epoch, dim=1).tolist()]  # None: undefined (JSON)
         finite = [(v, e) for e, v in enumerate(curve) if v is not None]
         if not finite:
@@ -104,7 +115,18 @@ class FurtherTraining(Metric):
 
 @register_metric
 class FurtherTrainingSpearman(FurtherTraining):
-    """:class:`FurtherTraining` with the Spearman correlation instead of the cosine."""
+    """:class:`FurtherTraining` with the Spearman correlation instead of the cosine.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import FurtherTrainingGroundTruth, FurtherTrainingSpec
+    >>> scores = torch.tensor([[3.0, -1.0, 0.5, -2.0]])
+    >>> left_out = -scores.T.reshape(4, 1, 1, 1).expand(4, 1, 2, 1) ** 3  # same order, other scale
+    >>> truth = FurtherTrainingGroundTruth(torch.arange(4), torch.zeros(1, 2, 1), left_out, FurtherTrainingSpec(4, 1, 1), True)
+    >>> round(FurtherTrainingSpearman(n_left_out=4, n_seeds=1, epochs=1, n_bootstrap=100).compute(scores, truth).value, 6)
+    1.0
+    """
 
     name = "further_training_spearman"
     correlation: ClassVar[str] = "spearman"

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, LabelTruth, MaskTruth, ModelTruth, NoTruth
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
 
@@ -19,8 +20,6 @@ MODES = ("independent", "cascading")
 
 
 class _Heuristic(Metric):
-    requires = frozenset()
-    needs_model = True
 
     def _result(self, per_test: Tensor, provenance: dict[str, Any]) -> MetricResult:
         return self._bootstrap_result(per_test, {**provenance, "kind": self.name})
@@ -40,11 +39,23 @@ class ClassDetection(_Heuristic):
         ``s`` (5, as Quanda).
     n_bootstrap, seed : int
         Bootstrap over test points.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import LabelTruth
+    >>> truth = LabelTruth(train_labels=torch.tensor([0, 0, 1, 1]), test_labels=torch.tensor([0, 1]))
+    >>> scores = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.9, 0.0, 0.8, 0.1]])
+    >>> ClassDetection(label="true", top_s=2, n_bootstrap=100).compute(scores, truth).per_example.tolist()
+    [1.0, 0.5]
     """
 
     name = "class_detection"
     higher_is_better = True
     bounds = (0.0, 1.0)
+    truth_type = LabelTruth
+    #: build_truth needs the model for the predicted labels.
+    needs_model = True
 
     def __init__(self, label: str | None = None, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
         if label not in LABELS:
@@ -53,7 +64,9 @@ class ClassDetection(_Heuristic):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.label, self.top_s, self.n_bootstrap, self.seed = label, top_s, n_bootstrap, seed
 
-    def build_truth(self, task: Any, store: Any = None, model: nn.Module | None = None, **kwargs: Any) -> dict[str, Tensor]:
+    def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
+                    executor: Any = None, progress: Any = None) -> LabelTruth:
+        """The training labels and the test points' true or predicted labels."""
         train_labels = task.train_data.targets
         if train_labels.dtype not in (torch.int64, torch.int32):
             raise ConfigError("class_detection needs a classification task with integer labels.")
@@ -64,15 +77,14 @@ class ClassDetection(_Heuristic):
                 raise ConfigError("class_detection with label='predicted' needs the model: pass model=... to build_truth.")
             with torch.no_grad():
                 model.eval()
-                device = next(model.parameters()).device
-                test_labels = model(task.test_data.inputs.to(device)).argmax(-1).cpu()
-        return {"train_labels": train_labels, "test_labels": test_labels}
+                test_labels = model(task.test_data.inputs.to(next(model.parameters()).device)).argmax(-1).cpu()
+        return LabelTruth(train_labels, test_labels, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: dict[str, Tensor]) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.test_labels.numel(), n_train=truth.train_labels.numel())
         s = min(self.top_s, scores.shape[1])
-        top = scores.topk(s, dim=1).indices
-        per_test = (truth["train_labels"][top] == truth["test_labels"][:, None]).double().mean(dim=1)
+        per_test = F.topk_label_agreement(scores, truth.train_labels, truth.test_labels, s)
         return self._result(per_test, {"label": self.label, "top_s": s})
 
 
@@ -145,11 +157,35 @@ class ModelRandomization(_Heuristic):
     seed : int
         Seed of the random model (and of the bootstrap).
     n_bootstrap : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> from tdaeval.datasets import Data
+    >>> from tdaeval.groundtruth import ModelTruth
+    >>> class OutputSimilarity:  # any fitted attributor: fit(task, model, train, checkpoints) and attribute(test)
+    ...     def fit(self, task, model, train, checkpoints=None):
+    ...         self.model, self.train_ = model, train
+    ...         return self
+    ...     def attribute(self, test):
+    ...         with torch.no_grad():
+    ...             return self.model(test.inputs) @ self.model(self.train_).T
+    >>> _ = torch.manual_seed(0)
+    >>> model, fresh = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    >>> train, test = torch.randn(10, 4), Data(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    >>> attributor = OutputSimilarity().fit(None, model, train)
+    >>> truth = ModelTruth(SimpleNamespace(test_data=test), model, fresh)
+    >>> result = ModelRandomization(n_bootstrap=100).compute(attributor.attribute(test), truth, attributor=attributor)
+    >>> result.per_example.shape, result.higher_is_better
+    (torch.Size([5]), False)
     """
 
     name = "model_randomization"
     higher_is_better = False
     bounds = (-1.0, 1.0)
+    truth_type = ModelTruth
+    needs_model = True
     needs_attributor = True
 
     def __init__(self, mode: str = "independent", seed: int = 12345, n_bootstrap: int = 2000) -> None:
@@ -158,16 +194,19 @@ class ModelRandomization(_Heuristic):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.mode, self.seed, self.n_bootstrap = mode, seed, n_bootstrap
 
-    def build_truth(self, task: Any, store: Any = None, model: nn.Module | None = None, **kwargs: Any) -> dict[str, Any]:
+    def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
+                    executor: Any = None, progress: Any = None) -> ModelTruth:
+        """The explained model and a fresh one (``task.build_model(seed)``)."""
         if model is None:
             raise ConfigError("model_randomization needs the model: pass model=... to build_truth.")
-        return {"task": task, "model": model, "reference": task.build_model(self.seed)}
+        return ModelTruth(task, model, task.build_model(self.seed))
 
-    def compute(self, scores: Any, truth: dict[str, Any], attributor: Any = None) -> MetricResult:
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
         if attributor is None:
             raise ConfigError("model_randomization needs the fitted attributor to re-fit it on the randomised model.")
-        scores = as_score_matrix(scores, self.name)
-        task, model, reference = truth["task"], truth["model"], truth["reference"]
+        task, model, reference = truth.task, truth.model, truth.reference
+        scores = self._scores(scores)
         n_layers = sum(1 for m in model.modules() if any(True for _ in m.parameters(recurse=False)))
         stages = [None] if self.mode == "independent" else list(range(1, n_layers + 1))
         example = None  # independent mode replaces every layer: order does not matter
@@ -178,7 +217,7 @@ class ModelRandomization(_Heuristic):
             randomized = randomized_model(model, reference, layers, example=example)
             refit = copy.deepcopy(attributor)
             refit.fit(task, randomized, attributor.train_, checkpoints=None)
-            other = as_score_matrix(refit.attribute(task.test_data), self.name)
+            other = self._scores(refit.attribute(task.test_data), *scores.shape)
             per_test = F.spearman(scores.double(), other.double())
             curve.append(float(torch.nanmean(per_test)))
         provenance = {"mode": self.mode, "seed": self.seed}
@@ -197,37 +236,39 @@ class SubclassDetection(_Heuristic):
     own subclass must be found through what the model learnt about it.
     Higher is better; chance is about one over the number of subclasses in a
     superclass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import LabelTruth
+    >>> truth = LabelTruth(train_labels=torch.tensor([0, 1, 2, 3]), test_labels=torch.tensor([2]))  # original subclasses
+    >>> SubclassDetection(top_s=1, n_bootstrap=100).compute(torch.tensor([[0.0, 0.1, 0.9, 0.2]]), truth).value
+    1.0
     """
 
     name = "subclass_detection"
     higher_is_better = True
     bounds = (0.0, 1.0)
-    needs_model = False
+    truth_type = LabelTruth
 
     def __init__(self, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
         check_int_at_least("top_s", "subclass_detection", top_s, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.top_s, self.n_bootstrap, self.seed = top_s, n_bootstrap, seed
 
-    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
-        if getattr(task, "subclass_train", None) is None:
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> LabelTruth:
+        """The original (sub)class labels of a :func:`~tdaeval.tasks.with_grouped_labels` task."""
+        if task.setting is None or task.setting.subclass_train is None:
             raise ConfigError("Metric 'subclass_detection' needs a task from tdaeval.tasks.with_grouped_labels(task, n_groups=2).")
-        return {"train_labels": task.subclass_train, "test_labels": task.subclass_test, "transforms": task.transforms}
+        return LabelTruth(task.setting.subclass_train, task.setting.subclass_test, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.test_labels.numel(), n_train=truth.train_labels.numel())
         s = min(self.top_s, scores.shape[1])
-        top = scores.topk(s, dim=1).indices
-        per_test = (truth["train_labels"][top] == truth["test_labels"][:, None]).double().mean(dim=1)
-        return self._result(per_test, {"top_s": s, "transforms": truth["transforms"]})
-
-
-def _row_average_precision(scores: Tensor, positives: Tensor) -> Tensor:
-    """``[m]`` average precision (scikit-learn's definition) of each score row for the ``positives`` mask ``[n]``."""
-    from sklearn.metrics import average_precision_score
-
-    labels = positives.numpy()
-    return torch.tensor([average_precision_score(labels, row) for row in scores.double().numpy()], dtype=torch.float64)
+        per_test = F.topk_label_agreement(scores, truth.train_labels, truth.test_labels, s)
+        return self._result(per_test, {"top_s": s, "transforms": list(truth.transforms)})
 
 
 class _Retrieval(_Heuristic):
@@ -235,7 +276,8 @@ class _Retrieval(_Heuristic):
 
     bounds = (0.0, 1.0)
     higher_is_better = True
-    needs_model = False
+    truth_type = MaskTruth
+    #: The ``ControlledSetting`` field holding the planted mask, and the function that plants it.
     mask_name = ""
     helper = ""
 
@@ -243,20 +285,21 @@ class _Retrieval(_Heuristic):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap, self.seed = n_bootstrap, seed
 
-    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> dict[str, Any]:
-        mask = getattr(task, self.mask_name, None)
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> MaskTruth:
+        """The planted mask of the task's controlled setting."""
+        mask = None if task.setting is None else getattr(task.setting, self.mask_name)
         if mask is None:
             raise ConfigError(f"Metric {self.name!r} needs a task from tdaeval.tasks.{self.helper}(task).")
-        return {"positives": mask, "transforms": task.transforms}
+        return MaskTruth(mask, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: dict[str, Any]) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
-        positives = truth["positives"]
-        if scores.shape[1] != positives.numel():
-            raise ConfigError(f"Metric {self.name!r}: scores have {scores.shape[1]} training columns, the task {positives.numel()}.")
-        per_test = _row_average_precision(scores, positives)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        positives = truth.mask
+        scores = self._scores(scores, n_train=positives.numel())
+        per_test = F.average_precision(scores, positives)
         return self._result(per_test, {"n_positive": int(positives.sum()), "chance": float(positives.double().mean()),
-                                       "transforms": truth["transforms"]})
+                                       "transforms": list(truth.transforms)})
 
 
 @register_metric
@@ -265,6 +308,14 @@ class ShortcutDetection(_Retrieval):
 
     Evaluate it on a task from :func:`tdaeval.tasks.with_shortcut`. Chance is
     the share of triggered training images (in the provenance).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import MaskTruth
+    >>> truth = MaskTruth(torch.tensor([True, False, False, True]))  # the triggered training images
+    >>> ShortcutDetection(n_bootstrap=100).compute(torch.tensor([[0.9, 0.1, 0.2, 0.8], [0.1, 0.9, 0.2, 0.8]]), truth).per_example.tolist()
+    [1.0, 0.5]
     """
 
     name = "shortcut_detection"
@@ -277,6 +328,14 @@ class MixedDatasets(_Retrieval):
 
     Evaluate it on a task from :func:`tdaeval.tasks.with_mixed_dataset`. Chance
     is the share of foreign training images (in the provenance).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import MaskTruth
+    >>> truth = MaskTruth(torch.tensor([False, False, True, True]))  # the foreign training images
+    >>> MixedDatasets(n_bootstrap=100).compute(torch.tensor([[0.0, 0.1, 0.9, 0.8]]), truth).value
+    1.0
     """
 
     name = "mixed_datasets"
@@ -297,36 +356,37 @@ class TopKCardinality(_Heuristic):
     a percentile bootstrap of that mean over test points with the counts held
     fixed (a test point's share depends on the others; the ratio itself also
     falls as ``n_test`` grows, so it is comparable only at equal ``n_test``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0]])  # both test points blame the same 2 points
+    >>> TopKCardinality(k=2, n_bootstrap=100).compute(scores).value  # 2 distinct of 2 · 2
+    0.5
     """
 
     name = "top_k_cardinality"
     higher_is_better = True
     bounds = (0.0, 1.0)
-    needs_model = False
+    truth_type = NoTruth
 
     def __init__(self, k: int = 5, n_bootstrap: int = 1000, seed: int = 0) -> None:
         check_int_at_least("k", "top_k_cardinality", k, 1)
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.k, self.n_bootstrap, self.seed = k, n_bootstrap, seed
 
-    def build_truth(self, task: Any, store: Any = None, **kwargs: Any) -> None:
-        return None
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> NoTruth:
+        """No gold standard: the metric reads only the scores."""
+        return NO_TRUTH
 
-    @staticmethod
-    def cardinality(top: Tensor) -> float:
-        """``|∪ rows of top| / (rows · k)`` for top-``k`` indices ``[rows, k]``."""
-        return float(torch.unique(top).numel()) / top.numel()
-
-    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
-        n_test, n_train = scores.shape
-        k = min(self.k, n_train)
-        top = scores.topk(k, dim=1).indices
-        value = self.cardinality(top)
-        counts = torch.zeros(n_train, dtype=torch.long).index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.long))
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        self._truth(truth)
+        scores = self._scores(scores)
+        k = min(self.k, scores.shape[1])
         # Each distinct training point in the union is shared out over the c rows that hold it
         # (1/c each), so row t's share (1/k)·Σ_{i ∈ topk(t)} 1/c_i averages exactly to the value.
-        per_test = (1.0 / counts[top].double()).sum(dim=1) / k
+        per_test, value = F.topk_cardinality_shares(scores, k)
         result = self._bootstrap_result(per_test, {
             "kind": self.name, "k": k,
             "value_is": "global cardinality ratio = mean over test points of their share (1/k)·Σ 1/count of their top-k",

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
 from tdaeval.metrics._nan import constant_nan_reason
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["LDS"]
 
@@ -58,6 +57,19 @@ class LDS(Metric):
         ``n_bootstrap · n_test`` (about a second at M = 100, 100 test points).
         Rankings are unaffected: they pair attributors on the same subsets and
         resample test points (:mod:`tdaeval.suites.ranking`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import LDSGroundTruth, LDSSpec
+    >>> g = torch.Generator().manual_seed(0)
+    >>> masks = torch.rand(20, 8, generator=g) < 0.5  # M = 20 subsets of 8 training points
+    >>> effects = torch.randn(3, 8, generator=g)  # 3 test points
+    >>> outputs = (masks.float() @ effects.T).unsqueeze(1)  # [M, R=1, n_test]: exactly additive
+    >>> truth = LDSGroundTruth(masks, outputs, LDSSpec(n_subsets=20), higher_is_better=True)
+    >>> result = LDS(n_subsets=20, n_bootstrap=100).compute(effects, truth)
+    >>> round(result.value, 6), result.per_example.shape
+    (1.0, torch.Size([3]))
     """
 
     #: What each ``ci`` setting resamples, as stored in ``provenance["ci_covers"]``.
@@ -70,7 +82,7 @@ class LDS(Metric):
     name = "lds"
     higher_is_better = True
     bounds = (-1.0, 1.0)
-    requires = frozenset({"lds"})
+    truth_type = LDSGroundTruth
 
     groundtruth_params = frozenset({"n_subsets", "alpha", "n_seeds", "seed"})
 
@@ -84,48 +96,25 @@ class LDS(Metric):
             raise ConfigError(f"The 'ci' parameter of LDS must be one of {sorted(self.CI_COVERS)}. Got {ci!r} instead.")
         self.ci = ci
 
-    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> LDSGroundTruth:
-        return build_lds_groundtruth(task, self.spec, store, **kwargs)
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> LDSGroundTruth:
+        """Train (or load) the ``M · R`` subset models (:func:`~tdaeval.groundtruth.build_lds_groundtruth`)."""
+        return build_lds_groundtruth(task, self.spec, store, executor=executor, device=device, progress=progress)
 
-    def compute(self, scores: Tensor | Any, truth: LDSGroundTruth) -> MetricResult:
-        scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
-        if not isinstance(scores, Tensor) or scores.ndim != 2:
-            raise ConfigError(f"LDS expects scores as a Tensor [n_test, n_train]. Got {getattr(scores, 'shape', type(scores))}.")
-        n_test = truth.outputs.shape[2]
-        n_train = truth.masks.shape[1]
-        if tuple(scores.shape) != (n_test, n_train):
-            raise ConfigError(
-                f"LDS expects scores of shape [n_test={n_test}, n_train={n_train}] to match its ground truth. "
-                f"Got {tuple(scores.shape)}."
-            )
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.outputs.shape[2], n_train=truth.masks.shape[1])
         outputs = truth.mean_outputs if truth.higher_is_better else -truth.mean_outputs
         predictions = F.subset_predictions(scores, truth.masks)  # [M, n_test], once for the value and the CI
         per_test = F.spearman(predictions, outputs.to(torch.float64), dim=0)  # = F.lds(scores, truth.masks, outputs)
-        value, ci, n_nan = F.nanmean_ci(per_test, n_resamples=self.n_bootstrap, seed=self.seed)
-        if self.ci == "test+subsets":
-            ci = F.lds_two_way_ci(predictions, outputs, n_resamples=self.n_bootstrap, seed=self.seed)
-        provenance = {
-            **truth.provenance,
-            "n_bootstrap": self.n_bootstrap,
-            "ci": self.ci,
-            "ci_covers": self.CI_COVERS[self.ci],
-            "ci_level": 0.95,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
+        provenance = {**truth.provenance, "ci": self.ci, "ci_covers": self.CI_COVERS[self.ci]}
         reason = constant_nan_reason(per_test, predictions, outputs, dim=0, kind="rank correlation")
         if reason is not None:  # e.g. constant scores: the value is NaN, and the result says why
             provenance["nan_reason"] = reason
-        return MetricResult(
-            metric=self.name,
-            value=value,
-            ci=ci,
-            per_example=per_test,
-            higher_is_better=True,
-            n_nan=n_nan,
-            bounds=self.bounds,
-            provenance=provenance,
-        )
+        result = self._bootstrap_result(per_test, provenance)
+        if self.ci == "test+subsets":
+            result.ci = F.lds_two_way_ci(predictions, outputs, n_resamples=self.n_bootstrap, seed=self.seed)
+        return result
 
     def spec_dict(self) -> dict[str, Any]:
         """The ground-truth spec as a dict."""

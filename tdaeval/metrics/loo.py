@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torch import Tensor
-
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
 from tdaeval.metrics._nan import constant_nan_reason
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["LOO", "LOOPearson"]
 
@@ -39,12 +38,24 @@ class LOO(Metric):
         Seed of the sample and of the training seeds.
     n_bootstrap : int
         Bootstrap resamples for the CI.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import LOOGroundTruth, LOOSpec
+    >>> g = torch.Generator().manual_seed(0)
+    >>> full = torch.zeros(1, 2)  # [R=1, n_test=2]
+    >>> scores = torch.randn(2, 6, generator=g)  # [n_test, n_train]
+    >>> removed_outputs = -scores.T.unsqueeze(1)  # removing i lowers z's measurement by scores[z, i]
+    >>> truth = LOOGroundTruth(torch.arange(6), full, removed_outputs, LOOSpec(n_removed=6), higher_is_better=True)
+    >>> LOO(n_removed=6, n_bootstrap=100).compute(scores, truth).per_example.tolist()
+    [1.0, 1.0]
     """
 
     name = "loo"
     higher_is_better = True
     bounds = (-1.0, 1.0)
-    requires = frozenset({"loo"})
+    truth_type = LOOGroundTruth
     correlation: ClassVar[str] = "spearman"
 
     groundtruth_params = frozenset({"n_seeds", "seed"})
@@ -55,23 +66,19 @@ class LOO(Metric):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap = n_bootstrap
 
-    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> LOOGroundTruth:
-        return build_loo_groundtruth(task, self.spec, store, **kwargs)
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> LOOGroundTruth:
+        """Train (or load) the full-data and leave-one-out models (:func:`~tdaeval.groundtruth.build_loo_groundtruth`)."""
+        return build_loo_groundtruth(task, self.spec, store, executor=executor, device=device, progress=progress)
 
-    def compute(self, scores: Tensor | Any, truth: LOOGroundTruth) -> MetricResult:
-        scores = getattr(scores, "mean", scores) if not isinstance(scores, Tensor) else scores
-        n_test = truth.full_outputs.shape[1]
-        if not isinstance(scores, Tensor) or scores.ndim != 2 or scores.shape[0] != n_test:
-            raise ConfigError(
-                f"{type(self).__name__} expects scores [n_test={n_test}, n_train] matching its ground truth. "
-                f"Got {tuple(getattr(scores, 'shape', ()))}."
-            )
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.full_outputs.shape[1])
         if int(truth.removed.max()) >= scores.shape[1]:
-            raise ConfigError(f"{type(self).__name__}: the ground truth removes training index {int(truth.removed.max())} "
+            raise ConfigError(f"Metric {self.name!r}: the ground truth removes training index {int(truth.removed.max())} "
                               f"but the scores have only {scores.shape[1]} columns.")
         chosen = scores[:, truth.removed].double()
-        correlate = F.spearman if self.correlation == "spearman" else F.pearson
-        per_test = correlate(chosen, truth.harm)
+        per_test = F.correlate(chosen, truth.harm, self.correlation)
         provenance = {**truth.provenance, "correlation": self.correlation}
         kind = "rank correlation" if self.correlation == "spearman" else "Pearson correlation"
         reason = constant_nan_reason(per_test, chosen, truth.harm.double(), dim=-1, kind=kind)
@@ -82,7 +89,17 @@ class LOO(Metric):
 
 @register_metric
 class LOOPearson(LOO):
-    """:class:`LOO` with the Pearson correlation instead of Spearman (same ground truth, same parameters)."""
+    """:class:`LOO` with the Pearson correlation instead of Spearman (same ground truth, same parameters).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import LOOGroundTruth, LOOSpec
+    >>> scores = torch.tensor([[1.0, 2.0, 4.0]])
+    >>> truth = LOOGroundTruth(torch.arange(3), torch.zeros(1, 1), -2 * scores.T.unsqueeze(1), LOOSpec(n_removed=3), True)
+    >>> round(LOOPearson(n_removed=3, n_bootstrap=100).compute(scores, truth).value, 6)
+    1.0
+    """
 
     name = "loo_pearson"
     correlation: ClassVar[str] = "pearson"

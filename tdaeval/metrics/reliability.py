@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-
 import tdaeval.functional as F
-from tdaeval.attributors.base import Attribution
 from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, NoTruth
 from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.scores import Attribution
 
 __all__ = ["SeedReliability", "SeedRankStability"]
 
@@ -29,15 +29,16 @@ def _attribution(scores: Any, metric: str) -> Attribution:
 
 
 class _SeedMetric(Metric):
-    requires = frozenset()
+    truth_type = NoTruth
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap, self.seed = n_bootstrap, seed
 
-    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> None:
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> NoTruth:
         """No gold standard: the metric reads the scores' own seed samples."""
-        return None
+        return NO_TRUTH
 
 
 #: What the seed metrics' CIs cover: test points are resampled, the S training seeds are not (a new
@@ -69,6 +70,15 @@ class SeedReliability(_SeedMetric):
         :func:`tdaeval.attributors.seeds.seed_statistics`.
     n_bootstrap, seed : int
         Bootstrap resamples and their seed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.scores import Attribution
+    >>> samples = torch.tensor([[[5.0, 0.1]], [[5.1, -0.1]], [[4.9, 0.2]]])  # [S=3, n_test=1, n_train=2]
+    >>> attribution = Attribution(samples.mean(0), samples.std(0), 3, torch.ones(1, 2), test="snr", samples=samples)
+    >>> SeedReliability(alpha=0.05, n_bootstrap=100).compute(attribution).value  # only the first pair beats seed noise
+    0.5
     """
 
     name = "seed_reliability"
@@ -85,12 +95,13 @@ class SeedReliability(_SeedMetric):
             raise ConfigError(f"The 'test' parameter of SeedReliability must be one of {TESTS}. Got {test!r} instead.")
         self.alpha, self.test = float(alpha), test
 
-    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
         from tdaeval.attributors.seeds import describe_test, seed_statistics
 
+        self._truth(truth)
         result = _attribution(scores, self.name)
         p_value = result.p_value if result.test == self.test else seed_statistics(result.samples, self.test)[2]
-        per_test = (p_value < self.alpha).double().mean(dim=1)
+        per_test = F.significant_fraction(p_value, self.alpha)
         return self._bootstrap_result(per_test, {
             "kind": "seed_noise", "ci_covers": SEED_CI_COVERS, "alpha": self.alpha, "n_seeds": result.n_samples,
             "test": describe_test(self.test), "test_code": self.test,
@@ -111,6 +122,15 @@ class SeedRankStability(_SeedMetric):
         Size of the top set for the Jaccard index.
     n_bootstrap, seed : int
         Bootstrap resamples and their seed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.scores import Attribution
+    >>> samples = torch.tensor([[[1.0, 2.0, 3.0]], [[1.5, 2.5, 3.5]]])  # two seeds that rank alike
+    >>> attribution = Attribution(samples.mean(0), samples.std(0), 2, torch.ones(1, 3), samples=samples)
+    >>> round(SeedRankStability(k=2, n_bootstrap=100).compute(attribution).value, 6)
+    1.0
     """
 
     name = "seed_rank_stability"
@@ -122,7 +142,8 @@ class SeedRankStability(_SeedMetric):
         check_int_at_least("k", "SeedRankStability", k, 1)
         self.k = k
 
-    def compute(self, scores: Any, truth: Any = None) -> MetricResult:
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        self._truth(truth)
         result = _attribution(scores, self.name)
         samples = result.samples.double()
         k = min(self.k, samples.shape[-1])

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
-from tdaeval.metrics.base import Metric, MetricResult, as_score_matrix, check_n_bootstrap, register_metric
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
+from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
 
 __all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
 
 
 class _RemovalMetric(Metric):
-    requires = frozenset({"removal"})
+    truth_type = RemovalContext
 
     groundtruth_params = frozenset({"n_seeds", "seed"})
 
@@ -26,8 +26,16 @@ class _RemovalMetric(Metric):
         check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.n_bootstrap = n_bootstrap
 
-    def build_truth(self, task: Any, store: Any, **kwargs: Any) -> RemovalContext:
-        return build_removal_context(task, self.spec, store, **kwargs)
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> RemovalContext:
+        """Train (or load) the full-data models and pick the test points (:func:`~tdaeval.groundtruth.build_removal_context`)."""
+        return build_removal_context(task, self.spec, store, executor=executor, device=device, progress=progress)
+
+    def _removal_scores(self, scores: Any, truth: GroundTruth) -> tuple[Tensor, RemovalContext]:
+        """The checked truth and scores ``[n_test, n_train]`` of its task."""
+        truth = self._truth(truth)
+        task = truth.task
+        return self._scores(scores, n_test=None if task is None else task.n_test, n_train=None if task is None else task.n_train), truth
 
     def _result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool) -> MetricResult:
         return self._bootstrap_result(per_example, {**provenance, "kind": self.name}, higher_is_better)
@@ -59,6 +67,19 @@ class TopKRemoval(_RemovalMetric):
         Seed of the sample, of random removals and of training.
     n_bootstrap : int
         Bootstrap resamples for the CI.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from tdaeval.groundtruth import ArtifactStore
+    >>> from tdaeval.tasks import LinearRegressionTask  # trains in closed form: retraining is cheap
+    >>> task = LinearRegressionTask(n_train=20, n_test=4, n_features=3)
+    >>> metric = TopKRemoval(k_grid=(2, 4), n_seeds=1, n_test_points=2, n_bootstrap=100)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     truth = metric.build_truth(task, ArtifactStore(folder))  # a RemovalContext: the full-data models
+    ...     result = metric.compute(torch.randn(4, 20, generator=torch.Generator().manual_seed(0)), truth)
+    >>> sorted(result.provenance["mean_harm_per_k"]), result.n
+    (['bottom', 'random', 'top'], 2)
     """
 
     name = "topk_removal"
@@ -67,8 +88,8 @@ class TopKRemoval(_RemovalMetric):
     def __init__(self, k_grid=(10, 20, 40), n_seeds: int = 2, n_test_points: int | None = 20, seed: int = 0, n_bootstrap: int = 2000) -> None:
         super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
 
-    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        scores, truth = self._removal_scores(scores, truth)
         higher = truth.task.higher_is_better
         curves, trained = {}, 0
         for selection in ("top", "random", "bottom"):
@@ -108,6 +129,19 @@ class FlipTest(_RemovalMetric):
     ----------
     k_grid, n_seeds, n_test_points, seed, n_bootstrap
         As :class:`TopKRemoval` (defaults: k = 20, 40, …, 120; 3 seeds).
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from tdaeval.groundtruth import ArtifactStore
+    >>> from tdaeval.task import TrainRecipe
+    >>> from tdaeval.tasks import DigitsTask
+    >>> task = DigitsTask(model="logreg", n_train=60, n_test=4, recipe=TrainRecipe(epochs=10, batch_size=60, lr=1.0))
+    >>> metric = FlipTest(k_grid=(5,), n_seeds=1, n_test_points=None, n_bootstrap=100)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = metric.compute(torch.randn(4, 60), metric.build_truth(task, ArtifactStore(folder)))
+    >>> 0.0 <= result.value <= 1.0 and sorted(result.provenance["fraction_flipped_per_k"])
+    ['random', 'top']
     """
 
     name = "flip_test"
@@ -126,11 +160,10 @@ class FlipTest(_RemovalMetric):
         if kept.numel() == 0:
             raise ConfigError(f"Metric {self.name!r}: none of the {len(truth.test_points)} test points is classified correctly by every seed.")
         outcome = removal_outcome(truth, scores, selection, points=kept)
-        flipped = (outcome.outputs > 0).double().mean(dim=2) < 0.5  # [t, len(k)]
-        return kept, torch.cummax(flipped.int(), dim=1).values.bool(), outcome.jobs_trained
+        return kept, F.cumulative_flips(outcome.outputs), outcome.jobs_trained
 
-    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        scores, truth = self._removal_scores(scores, truth)
         kept, top, trained = self._flips(truth, scores, "top")
         _, random, trained_random = self._flips(truth, scores, "random")
         provenance = {
@@ -163,6 +196,19 @@ class Brittleness(FlipTest):
     than half flip, i.e. the median lies past the grid), the censoring value,
     ``n_never_flipped`` and the CDF. Defaults follow dattri: ``k`` = 20, 40,
     …, 180, one seed per ``k``.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from tdaeval.groundtruth import ArtifactStore
+    >>> from tdaeval.task import TrainRecipe
+    >>> from tdaeval.tasks import DigitsTask
+    >>> task = DigitsTask(model="logreg", n_train=60, n_test=4, recipe=TrainRecipe(epochs=10, batch_size=60, lr=1.0))
+    >>> metric = Brittleness(k_grid=(5, 10), n_seeds=1, n_test_points=None, n_bootstrap=100)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = metric.compute(torch.randn(4, 60), metric.build_truth(task, ArtifactStore(folder)))
+    >>> set(result.per_example.tolist()) <= {5.0, 10.0, 15.0}, result.provenance["censored_at"]  # 15: never flipped
+    (True, 15.0)
     """
 
     name = "brittleness"
@@ -173,8 +219,8 @@ class Brittleness(FlipTest):
                  seed: int = 0, n_bootstrap: int = 2000) -> None:
         super().__init__(k_grid, n_seeds, n_test_points, seed, n_bootstrap)
 
-    def compute(self, scores: Any, truth: RemovalContext) -> MetricResult:
-        scores = as_score_matrix(scores, self.name)
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        scores, truth = self._removal_scores(scores, truth)
         kept, top, trained = self._flips(truth, scores, "top")
         grid = list(truth.spec.k_grid)
         first = F.first_event_k(top, grid)  # [t]; never flipped -> censoring value

@@ -1,4 +1,11 @@
-"""Controlled settings: a task whose training data was transformed in a known, seeded way (docs: Methods §7)."""
+"""Controlled settings: a task whose training data was transformed in a known, seeded way (docs: Methods §7).
+
+Each function returns a copy of the task whose ``setting`` is a
+:class:`~tdaeval.task.ControlledSetting` holding the ground truth (e.g. the
+flipped-label mask) and the record of what was done; applied to a task that
+already has a setting, the new one stacks on it (``task.transforms`` lists
+every step in order).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,17 @@ import torch
 
 from tdaeval.datasets import Data, add_trigger, flip_labels, foreign_images, group_labels
 from tdaeval.errors import ConfigError
-from tdaeval.task import Task
+from tdaeval.task import ControlledSetting, Task
 
-__all__ = ["with_flipped_labels", "with_grouped_labels", "with_shortcut", "with_mixed_dataset"]
+__all__ = ["ControlledSetting", "with_flipped_labels", "with_grouped_labels", "with_shortcut", "with_mixed_dataset"]
 
 
 def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Task:
     """A copy of ``task`` whose training labels are flipped for a seeded ``fraction`` of examples.
 
-    The copy keeps everything else (model, recipe, test data); it has
-    ``flipped`` (``[n_train]`` bool, the ground truth of mislabel detection)
-    and ``transforms`` (what was done, for provenance). Its fingerprint, and so
+    The copy keeps everything else (model, recipe, test data); its
+    ``setting.flipped`` (``[n_train]`` bool) is the ground truth of mislabel
+    detection and ``transforms`` records what was done (provenance). Its fingerprint, and so
     every cache key, differs from the original's because its data do.
 
     Parameters
@@ -33,11 +40,9 @@ def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Tas
     """
     n_classes = _check(task, "with_flipped_labels")
     data, flipped = flip_labels(task.train_data, fraction, n_classes, seed)
-    controlled = copy.copy(task)
-    controlled.train_data = data
-    controlled.flipped = flipped
     record: dict[str, Any] = {"kind": "flip_labels", "fraction": float(fraction), "seed": int(seed), "n_flipped": int(flipped.sum())}
-    controlled.transforms = [*getattr(task, "transforms", []), record]
+    controlled = _controlled(task, record, flipped=flipped)
+    controlled.train_data = data
     return controlled
 
 
@@ -55,16 +60,20 @@ def _check(task: Task, owner: str, images: bool = False) -> int:
     return int(task.train_data.targets.max()) + 1
 
 
-def _controlled(task: Task, record: dict[str, Any]) -> Task:
+def _controlled(task: Task, record: dict[str, Any], **fields: Any) -> Task:
+    """A shallow copy of ``task`` whose ``setting`` adds ``record`` and ``fields`` to the task's own setting (if any)."""
     controlled = copy.copy(task)
-    controlled.transforms = [*getattr(task, "transforms", []), record]
+    if task.setting is None:
+        controlled.setting = ControlledSetting(record["kind"], record, **fields)
+    else:
+        controlled.setting = task.setting.then(record["kind"], record, **fields)
     return controlled
 
 
 def with_grouped_labels(task: Task, n_groups: int = 2, seed: int = 0) -> Task:
     """A copy of ``task`` trained and measured on superclasses: the classes split into ``n_groups`` at random (seeded).
 
-    It keeps the original labels as ``subclass_train`` / ``subclass_test``
+    Its setting keeps the original labels as ``subclass_train`` / ``subclass_test``
     (the ground truth of subclass detection) and ``groups`` (class → superclass).
     The model's output layer keeps its size; only labels ``0 … n_groups − 1`` occur.
     """
@@ -74,9 +83,8 @@ def with_grouped_labels(task: Task, n_groups: int = 2, seed: int = 0) -> Task:
     order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(int(seed)))
     groups = torch.empty(n_classes, dtype=torch.long)
     groups[order] = torch.arange(n_classes) % n_groups
-    controlled = _controlled(task, {"kind": "group_labels", "n_groups": n_groups, "seed": int(seed), "groups": groups.tolist()})
-    controlled.subclass_train, controlled.subclass_test = task.train_data.targets.clone(), task.test_data.targets.clone()
-    controlled.groups = groups
+    controlled = _controlled(task, {"kind": "group_labels", "n_groups": n_groups, "seed": int(seed), "groups": groups.tolist()},
+                             subclass_train=task.train_data.targets.clone(), subclass_test=task.test_data.targets.clone(), groups=groups)
     controlled.train_data, controlled.test_data = group_labels(task.train_data, groups), group_labels(task.test_data, groups)
     return controlled
 
@@ -87,9 +95,9 @@ def with_shortcut(task: Task, shortcut_class: int = 0, fraction: float = 0.5, si
     The test set becomes the test images of the other classes with the trigger
     added, labelled ``shortcut_class``: the attributors explain the shortcut
     prediction (the margin of ``shortcut_class``), and a good one blames the
-    triggered training images (``shortcut``, the ``[n_train]`` mask, is the
+    triggered training images (``setting.shortcut``, the ``[n_train]`` mask, is the
     ground truth of shortcut detection). The original test labels are kept as
-    ``original_test_labels``.
+    ``setting.original_test_labels``.
     """
     n_classes = _check(task, "with_shortcut", images=True)
     if isinstance(shortcut_class, bool) or not isinstance(shortcut_class, int) or not 0 <= shortcut_class < n_classes:
@@ -105,12 +113,11 @@ def with_shortcut(task: Task, shortcut_class: int = 0, fraction: float = 0.5, si
     shortcut[chosen] = True
     others = task.test_data.targets != shortcut_class
     controlled = _controlled(task, {"kind": "shortcut", "class": shortcut_class, "fraction": float(fraction), "size": size,
-                                    "seed": int(seed), "n_triggered": int(shortcut.sum())})
+                                    "seed": int(seed), "n_triggered": int(shortcut.sum())},
+                             shortcut=shortcut, original_test_labels=task.test_data.targets[others].clone())
     controlled.train_data = Data(inputs, task.train_data.targets.clone())
     triggered_test = add_trigger(task.test_data.inputs[others], size)
     controlled.test_data = Data(triggered_test, torch.full((int(others.sum()),), shortcut_class, dtype=task.test_data.targets.dtype))
-    controlled.original_test_labels = task.test_data.targets[others].clone()
-    controlled.shortcut = shortcut
     return controlled
 
 
@@ -120,7 +127,7 @@ def with_mixed_dataset(task: Task, n_foreign: int = 50, label: int = 0, n_test: 
     The foreign images are :func:`~tdaeval.datasets.foreign_images` (seeded,
     no download), appended after the original training points; the test set
     becomes ``n_test`` further foreign images with the same label, whose
-    explanations should retrieve the foreign training images (``foreign``, the
+    explanations should retrieve the foreign training images (``setting.foreign``, the
     ``[n_train]`` mask, is the ground truth of ``mixed_datasets``).
     """
     n_classes = _check(task, "with_mixed_dataset", images=True)
@@ -131,8 +138,9 @@ def with_mixed_dataset(task: Task, n_foreign: int = 50, label: int = 0, n_test: 
         raise ConfigError(f"The 'label' parameter of with_mixed_dataset must be a class in [0, {n_classes - 1}]. Got {label!r}.")
     images = foreign_images(n_foreign + n_test, seed, task.train_data.inputs)
     labels = torch.full((n_foreign + n_test,), label, dtype=task.train_data.targets.dtype)
-    controlled = _controlled(task, {"kind": "mixed_dataset", "n_foreign": n_foreign, "label": label, "n_test": n_test, "seed": int(seed)})
+    foreign = torch.cat([torch.zeros(task.n_train, dtype=torch.bool), torch.ones(n_foreign, dtype=torch.bool)])
+    controlled = _controlled(task, {"kind": "mixed_dataset", "n_foreign": n_foreign, "label": label, "n_test": n_test, "seed": int(seed)},
+                             foreign=foreign)
     controlled.train_data = Data(torch.cat([task.train_data.inputs, images[:n_foreign]]), torch.cat([task.train_data.targets, labels[:n_foreign]]))
     controlled.test_data = Data(images[n_foreign:].clone(), labels[n_foreign:].clone())
-    controlled.foreign = torch.cat([torch.zeros(task.n_train, dtype=torch.bool), torch.ones(n_foreign, dtype=torch.bool)])
     return controlled

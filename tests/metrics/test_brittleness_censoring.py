@@ -6,13 +6,11 @@ the paired ranking and the Pareto set are checked on the exact example of the
 issue in milliseconds.
 """
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 import tdaeval.functional as F
-from tdaeval.groundtruth import RemovalSpec
+from tdaeval.groundtruth import RemovalContext, RemovalSpec
 from tdaeval.metrics import Brittleness
 from tdaeval.suites.ranking import pareto_points, rank_results
 
@@ -41,7 +39,9 @@ def _flips_at(first_index, grid):
 
 def _result(flips, grid):
     metric = _GivenFlips(flips, k_grid=grid, n_seeds=1, n_test_points=N, n_bootstrap=500)
-    truth = SimpleNamespace(provenance={"k_grid": list(grid)}, spec=RemovalSpec(k_grid=tuple(grid), n_seeds=1, n_test_points=N))
+    spec = RemovalSpec(k_grid=tuple(grid), n_seeds=1, n_test_points=N)
+    truth = RemovalContext(task=None, spec=spec, store=None, executor=None, device="cpu", seeds=[0], test_points=torch.arange(N),
+                           full_outputs=torch.ones(1, N), provenance={"k_grid": list(grid)})
     return metric.compute(torch.zeros(N, 300), truth)
 
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 from scipy import stats
 
-import tdaeval
 from tdaeval.groundtruth import LDSGroundTruth, LDSSpec
 from tdaeval.groundtruth.lds import subset_masks
 from tdaeval.metrics import LDS, LOO, LOOPearson

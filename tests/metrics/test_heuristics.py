@@ -3,6 +3,7 @@ import torch
 
 import tdaeval
 from tdaeval.errors import ConfigError
+from tdaeval.groundtruth import LabelTruth, MaskTruth
 from tdaeval.metrics import ClassDetection, ModelRandomization, get_metric
 
 
@@ -10,7 +11,7 @@ def test_class_detection_equals_a_direct_computation(rng):
     train_labels = torch.randint(0, 4, (60,), generator=rng)
     test_labels = torch.randint(0, 4, (12,), generator=rng)
     scores = torch.randn(12, 60, generator=rng)
-    truth = {"train_labels": train_labels, "test_labels": test_labels}
+    truth = LabelTruth(train_labels, test_labels)
     result = ClassDetection(label="true", top_s=5).compute(scores, truth)
     for z in range(12):
         top = sorted(range(60), key=lambda i: -float(scores[z, i]))[:5]
@@ -88,10 +89,10 @@ def test_retrieval_metrics_equal_sklearn_average_precision(rng, metric_name):
     positives = torch.rand(80, generator=rng) < 0.2
     scores = torch.randn(6, 80, generator=rng)
     metric = get_metric(metric_name)
-    result = metric.compute(scores, {"positives": positives, "transforms": []})
+    result = metric.compute(scores, MaskTruth(positives))
     expected = [average_precision_score(positives.numpy(), row.numpy()) for row in scores]
     assert result.per_example.tolist() == pytest.approx(expected)
-    perfect = metric.compute(positives.double().expand(6, 80) + 0.0, {"positives": positives, "transforms": []})
+    perfect = metric.compute(positives.double().expand(6, 80) + 0.0, MaskTruth(positives))
     assert perfect.value == pytest.approx(1.0)
 
 

@@ -5,6 +5,7 @@ import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth import LDSGroundTruth, LDSSpec
 from tdaeval.metrics import LDS, get_metric, metric_names
+from tdaeval.scores import Attribution
 
 
 def _truth(rng, higher_is_better=True):
@@ -42,17 +43,15 @@ def test_nan_test_points_are_skipped_and_counted(rng):
 
 def test_shape_mismatch_is_a_clear_error(rng):
     effects, truth = _truth(rng)
-    with pytest.raises(ConfigError, match=r"LDS expects scores of shape \[n_test=10, n_train=50\]"):
+    with pytest.raises(ConfigError, match=r"Metric 'lds' expects scores of shape \[n_test=10, n_train=50\]"):
         LDS().compute(effects.T, truth)
 
 
 def test_accepts_an_attribution_with_a_mean(rng):
     effects, truth = _truth(rng)
 
-    class Attribution:
-        mean = effects
-
-    assert LDS().compute(Attribution(), truth).value == LDS().compute(effects, truth).value
+    attribution = Attribution(effects, torch.ones_like(effects), 3, torch.full_like(effects, 0.5))
+    assert LDS().compute(attribution, truth).value == LDS().compute(effects, truth).value
 
 
 def test_registry_and_parameter_errors():

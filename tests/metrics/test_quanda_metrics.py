@@ -6,8 +6,16 @@ import pytest
 import torch
 
 import tdaeval.functional as F
-from tdaeval.metrics import (ClassDetection, MislabelDetection, MixedDatasets, ModelRandomization, ShortcutDetection, SubclassDetection,
-                             TopKCardinality)
+from tdaeval.groundtruth import LabelTruth, MaskTruth, ModelTruth
+from tdaeval.metrics import (
+    ClassDetection,
+    MislabelDetection,
+    MixedDatasets,
+    ModelRandomization,
+    ShortcutDetection,
+    SubclassDetection,
+    TopKCardinality,
+)
 
 quanda_downstream = pytest.importorskip("quanda.metrics.downstream_eval")
 quanda_heuristics = pytest.importorskip("quanda.metrics.heuristics")
@@ -25,7 +33,7 @@ def test_class_detection_equals_quanda(setting):
     model, dataset, labels, explanations, test_labels = setting
     theirs = quanda_downstream.ClassDetectionMetric(model, dataset, s=5)
     theirs.update(explanations, test_labels)
-    ours = ClassDetection(label="true", top_s=5).compute(explanations, {"train_labels": labels, "test_labels": test_labels})
+    ours = ClassDetection(label="true", top_s=5).compute(explanations, LabelTruth(labels, test_labels))
     assert ours.value == pytest.approx(theirs.compute()["score"], abs=1e-6)
 
 
@@ -47,7 +55,7 @@ def test_subclass_detection_equals_quanda(setting, s):
     superclass_data = torch.utils.data.TensorDataset(torch.zeros(60, 8), subclasses % 2)
     theirs = quanda_downstream.SubclassDetectionMetric(model, superclass_data, train_subclass_labels=subclasses, s=s)
     theirs.update(explanations, test_targets=test_subclasses)
-    truth = {"train_labels": subclasses, "test_labels": test_subclasses, "transforms": []}
+    truth = LabelTruth(subclasses, test_subclasses)
     ours = SubclassDetection(top_s=s, n_bootstrap=20).compute(explanations, truth)
     assert ours.value == pytest.approx(theirs.compute()["score"], abs=1e-6)
     assert torch.allclose(ours.per_example, theirs._per_sample_scores().double(), atol=1e-6)
@@ -75,7 +83,7 @@ def test_shortcut_detection_equals_quanda_unfiltered(setting, rng, ties):
     theirs = quanda_downstream.ShortcutDetectionMetric(model, data, shortcut_indices=shortcut.nonzero().flatten().tolist(),
                                                        shortcut_cls=0, filter_by_non_shortcut=False, filter_by_shortcut_pred=False)
     theirs.update(explanations)
-    ours = ShortcutDetection(n_bootstrap=20).compute(explanations, {"positives": shortcut, "transforms": []})
+    ours = ShortcutDetection(n_bootstrap=20).compute(explanations, MaskTruth(shortcut))
     assert ours.value == pytest.approx(theirs.compute()["score"], abs=1e-6)
     assert torch.allclose(ours.per_example, theirs._per_sample_scores().double(), atol=1e-6)
 
@@ -102,7 +110,7 @@ def test_shortcut_detection_differs_from_quanda_only_by_its_prediction_filter(se
                                                        shortcut_cls=0)
     theirs.update(explanations, test_data=test_inputs, test_labels=original_labels)
     metric = ShortcutDetection(n_bootstrap=20)
-    truth = {"positives": shortcut, "transforms": []}
+    truth = MaskTruth(shortcut)
     assert metric.compute(explanations[predicted], truth).value == pytest.approx(theirs.compute()["score"], abs=1e-6)
     assert metric.compute(explanations, truth).value != pytest.approx(theirs.compute()["score"], abs=1e-3)
 
@@ -116,7 +124,7 @@ def test_mixed_datasets_equals_quanda(setting, rng, ties):
     data = torch.utils.data.TensorDataset(torch.zeros(60, 8), labels)
     theirs = quanda_heuristics.MixedDatasetsMetric(model, data, adversarial_indices=foreign.long())
     theirs.update(explanations)
-    ours = MixedDatasets(n_bootstrap=20).compute(explanations, {"positives": foreign, "transforms": []})
+    ours = MixedDatasets(n_bootstrap=20).compute(explanations, MaskTruth(foreign))
     assert ours.value == pytest.approx(theirs.compute()["score"], abs=1e-6)
     assert torch.allclose(ours.per_example, theirs._per_sample_scores().double(), atol=1e-6)
 
@@ -230,7 +238,7 @@ def test_model_randomization_equals_quanda_on_its_random_model(randomization):
     """
     model, train_inputs, test_inputs, theirs, explanations = randomization
     theirs.update(explanations, test_data=test_inputs)
-    truth = {"task": SimpleNamespace(test_data=test_inputs), "model": model, "reference": theirs.rand_model}
+    truth = ModelTruth(SimpleNamespace(test_data=test_inputs), model, theirs.rand_model)
     ours = ModelRandomization(mode="independent", n_bootstrap=20).compute(explanations, truth, attributor=_OurAttributor(model, train_inputs))
     assert ours.value == pytest.approx(theirs.compute()["score"], abs=1e-6)
     assert torch.allclose(ours.per_example, theirs._per_sample_scores().double(), atol=1e-6)

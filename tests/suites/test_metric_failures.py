@@ -17,7 +17,7 @@ class Exploding(Metric):
     def build_truth(self, task, store, **kwargs):
         return None
 
-    def compute(self, scores, truth):
+    def compute(self, scores, truth, attributor=None):
         raise ZeroDivisionError("user metric bug")
 
 
@@ -27,7 +27,7 @@ class Mean(Metric):
     def build_truth(self, task, store, **kwargs):
         return None
 
-    def compute(self, scores, truth):
+    def compute(self, scores, truth, attributor=None):
         return self._bootstrap_result(torch.as_tensor(scores).double().mean(1), {"kind": "toy"})
 
 

@@ -22,7 +22,13 @@ import tdaeval.tasks
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError
 from tdaeval.tasks import (
-    DigitsTask, LinearRegressionTask, SyntheticTask, with_flipped_labels, with_grouped_labels, with_mixed_dataset, with_shortcut,
+    DigitsTask,
+    LinearRegressionTask,
+    SyntheticTask,
+    with_flipped_labels,
+    with_grouped_labels,
+    with_mixed_dataset,
+    with_shortcut,
 )
 
 # Small instances of every built-in task (SyntheticTask on 64 features so that the image settings apply to it too).
