@@ -170,12 +170,12 @@ def quickstart(
 def list_components() -> None:
     """List the registered attributors and metrics."""
     from tdaeval._text import summary
-    from tdaeval.attributors import get, names
+    from tdaeval.attributors.base import ATTRIBUTORS, names
     from tdaeval.metrics import metric_class, metric_names
 
     # plain text (the docstrings' reStructuredText markup removed), one column width for both lists
     sections = {
-        "attributors": [(name, summary(type(get(name)).__doc__)) for name in names()],
+        "attributors": [(name, summary(ATTRIBUTORS.get_class(name).__doc__)) for name in names()],
         "metrics": [(name, summary(metric_class(name).__doc__)) for name in metric_names()],
     }
     width = max((len(name) for rows in sections.values() for name, _ in rows), default=0) + 2
@@ -245,11 +245,12 @@ def _write_outputs(result, out: Path) -> list[Path]:
     return written
 
 
-def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = None):
+def _run_suite(built, cache_dir: Optional[Path], executor: Optional[str] = None):
+    """Run a BuiltSuite (built once by the command) with progress on stderr."""
     from tdaeval.suites.runner import run_suite
 
     with _Progress() as progress:
-        result = run_suite(suite, cache_dir=cache_dir, executor=executor, progress=progress.target)
+        result = run_suite(built, cache_dir=cache_dir, executor=executor, progress=progress.target)
     shown = set()
     for entry in result.failures():  # with --debug: why each attributor could not run, in full, once
         if entry.traceback and (entry.attributor, entry.traceback) not in shown:
@@ -258,14 +259,12 @@ def _run_suite(suite: str, cache_dir: Optional[Path], executor: Optional[str] = 
     return result
 
 
-def _report_thresholds(suite: str, result) -> None:
+def _report_thresholds(built, result) -> None:
     """Evaluate the suite's thresholds into ``result.checks`` for the reports (``run`` reports, ``check`` enforces)."""
     from tdaeval.suites.checks import baseline_note, evaluate_checks
-    from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
-    config, folder = load_suite(suite)
-    path = suite_path(config.baseline, folder)
+    config, path = built.config, built.baseline
     baseline = SuiteResult.from_json(path) if path is not None and path.exists() else None
     thresholds = config.thresholds
     if thresholds.max_regression is not None and baseline is None:
@@ -297,10 +296,13 @@ def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] =
     run: use ``check`` for that.
     """
 
+    from tdaeval.suites.build import build_suite
+
     def action():
         _writable_dir(out)
-        result = _run_suite(suite, cache_dir, executor)
-        _report_thresholds(suite, result)
+        built = build_suite(suite)  # read, checked and built once; the run uses what was built
+        result = _run_suite(built, cache_dir, executor)
+        _report_thresholds(built, result)
         written = _write_outputs(result, out)
         typer.echo(result.table())
         failed = result.failures()
@@ -314,29 +316,34 @@ def run(suite: str = SUITE_ARG, out: Path = OUT_OPT, cache_dir: Optional[Path] =
 @app.command()
 def validate(
     suite: str = SUITE_ARG,
-    schema_only: bool = typer.Option(
-        False, "--schema-only",
-        help="Check only the document's structure and ranges: import nothing beyond tdaeval, run no code from the suite.",
+    build: bool = typer.Option(
+        True, "--build/--schema-only",
+        help="--build (the default): also build the suite, resolving every name and parameter. "
+        "--schema-only: check only the document's structure and ranges: import nothing beyond tdaeval, run no code from the suite.",
     ),
 ) -> None:
     """Check a suite file without running it: keys, types, names and parameters.
 
-    A suite is code: resolving its names imports the task factory and every ``module:Name``
-    (a module beside the suite runs its top-level code). ``--schema-only`` checks the document's
-    structure and ranges only, imports nothing named in the suite and leaves ``sys.path`` alone,
-    so it is safe on a suite from an untrusted source.
+    Two steps: the schema (keys, types, ranges), then, with ``--build`` (the default), the build
+    check: the task, attributors, metrics and executor are built once, as a run builds them. A suite
+    is code: building imports the task factory and every ``module:Name`` (a module beside the suite
+    runs its top-level code). ``--schema-only`` does the first step only, imports nothing named in
+    the suite and leaves ``sys.path`` alone, so it is safe on a suite from an untrusted source.
     """
+    from tdaeval.suites.build import build_suite
     from tdaeval.suites.checks import baseline_note
-    from tdaeval.suites.config import load_suite, suite_path
+    from tdaeval.suites.schema import read_suite, suite_path
 
     def action():
-        config, folder = load_suite(suite, check=not schema_only)
+        config, folder, source = read_suite(suite)  # the schema: structure and ranges, nothing imported
+        if build:
+            build_suite(config, source, folder)  # the build check, asked for explicitly
         typer.echo(
             f"{suite}: valid suite {config.name!r}: task {config.task.name or config.task.factory}, "
             f"{len(config.attributors)} attributor(s), {len(config.metrics)} metric(s), "
             f"{len(config.thresholds.floors)} floor(s)."
         )
-        if schema_only:
+        if not build:
             typer.echo("schema only: structure and ranges checked; names were not resolved and no suite code was imported or run.")
         note = baseline_note(config.thresholds, suite_path(config.baseline, folder))
         if note is not None:  # valid, but run would leave the regression check out and check would refuse
@@ -416,13 +423,14 @@ def check(
     results: Optional[Path] = typer.Option(None, "--results", help="Check an existing results.json instead of running the suite."),
 ) -> None:
     """Run a suite (or read --results) and enforce its thresholds: exit 0 all hold, 1 one failed."""
+    from tdaeval.suites.build import build_suite
     from tdaeval.suites.checks import baseline_note, evaluate_checks
-    from tdaeval.suites.config import load_suite, suite_path
     from tdaeval.suites.result import SuiteResult
 
     def action():
-        config, folder = load_suite(suite)
-        base_path = baseline if baseline is not None else suite_path(config.baseline, folder)
+        built = build_suite(suite)  # read, checked and built once; the run uses what was built
+        config = built.config
+        base_path = baseline if baseline is not None else built.baseline
         if config.thresholds.max_regression is not None and base_path is None:
             raise ConfigError(f"{suite}: thresholds.max_regression needs a baseline: set 'baseline' in the suite or pass --baseline.")
         note = baseline_note(config.thresholds, base_path)
@@ -431,7 +439,7 @@ def check(
                               "(record one by copying the results.json of a run there, or pass --baseline).")
         base = SuiteResult.from_json(base_path) if base_path is not None and note is None else None
         _writable_dir(out)
-        result = SuiteResult.from_json(results) if results is not None else _run_suite(suite, cache_dir, executor)
+        result = SuiteResult.from_json(results) if results is not None else _run_suite(built, cache_dir, executor)
         if results is not None:  # the reports carry the checked suite, not the one that produced the file
             result.provenance["checked_suite"] = config.model_dump(mode="json")
         _note_baseline(result, note)  # a baseline that is named, missing and unused: a warning
@@ -499,9 +507,9 @@ def _store(cache_dir: Optional[Path], suite: Optional[str], read_only: bool = Fa
     from tdaeval.groundtruth.store import ArtifactStore
 
     if cache_dir is None and suite is not None:
-        from tdaeval.suites.config import load_suite, suite_path
+        from tdaeval.suites.schema import load_suite, suite_path
 
-        config, folder = load_suite(suite, check=False)  # only its 'store' is needed: import and run no suite code
+        config, folder = load_suite(suite)  # only its 'store' is needed: the schema alone, no suite code imported or run
         cache_dir = suite_path(config.store, folder)
     return ArtifactStore(cache_dir, read_only=read_only)  # read-only: another account's store can be inspected
 
@@ -537,7 +545,10 @@ def cache_verify(
     suite: Optional[str] = STORE_SUITE_OPT,
     repair: bool = typer.Option(False, "--repair", help="Remove damaged artifacts so that the next run recomputes them."),
 ) -> None:
-    """Check every artifact as a run does (manifest, spec and tensor file bound to the key, checksum): exit 0 when all are intact, 1 when some are damaged."""
+    """Check every artifact as a run does (manifest, spec and tensor file bound to the key, checksum).
+
+    Exit 0 when all are intact, 1 when some are damaged.
+    """
 
     def action():
         store = _store(cache_dir, suite, read_only=not repair)

@@ -111,10 +111,10 @@ class _Raising:
 COMMANDS = {
     "quickstart": (["quickstart", "--out", "{tmp}/o", "--cache-dir", "{tmp}/c"], "tdaeval.suites.evaluate", _forced_failure),
     "run": (["run", "smoke", "--out", "{tmp}/o"], "tdaeval.suites.runner.run_suite", _forced_failure),
-    "validate": (["validate", "smoke"], "tdaeval.suites.config.load_suite", _forced_failure),
+    "validate": (["validate", "smoke"], "tdaeval.suites.build.build_suite", _forced_failure),
     "report": (["report", "{tmp}/r.json"], "tdaeval.suites.result.SuiteResult.from_json", _forced_failure),
     "compare": (["compare", "{tmp}/a.json", "{tmp}/b.json"], "tdaeval.suites.result.SuiteResult.from_json", _forced_failure),
-    "check": (["check", "smoke", "--out", "{tmp}/o"], "tdaeval.suites.config.load_suite", _forced_failure),
+    "check": (["check", "smoke", "--out", "{tmp}/o"], "tdaeval.suites.build.build_suite", _forced_failure),
     "groundtruth run": (["groundtruth", "run", "smoke"], "tdaeval.suites.runner.build_groundtruth", _forced_failure),
     "groundtruth status": (["groundtruth", "status", "smoke"], "tdaeval.suites.runner.build_groundtruth", _forced_failure),
     "cache ls": (["cache", "ls", "--cache-dir", "{tmp}/c"], "tdaeval.groundtruth.store.ArtifactStore", _Raising),

@@ -179,7 +179,9 @@ _scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(all
 _keys = st.sampled_from(["task", "attributors", "metrics", "name", "params", "use", "groundtruth", "alpha", "n_subsets", "thresholds",
                          "floors", "min", "max", "metric", "attributor", "seed", "store", "executor", "device", "ranking", "factory",
                          "setting", "version", "baseline", "x"])
-_documents = st.recursive(_scalars, lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(_keys, children, max_size=6)), max_leaves=25)
+_documents = st.recursive(
+    _scalars, lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(_keys, children, max_size=6)), max_leaves=25
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -240,3 +242,29 @@ def test_progress_bars_only_on_a_terminal_without_no_color(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     monkeypatch.delenv("NO_COLOR")
     assert not _Progress().enabled
+
+
+def test_run_check_and_validate_build_the_task_once(tmp_path, monkeypatch):
+    import functools
+
+    from tdaeval.tasks.digits import DigitsTask
+
+    calls = []
+    original = DigitsTask.__init__
+
+    @functools.wraps(original)  # keeps the constructor's signature
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DigitsTask, "__init__", counting)
+    suite = write_suite(tmp_path / "s.yaml", task={"name": "digits", "params": {"n_train": 40, "n_test": 4, "recipe": {"epochs": 1}}},
+                        attributors=["random"], metrics=[{"name": "lds", "params": {"n_subsets": 2}}], thresholds={}, store="store")
+    expected = {"validate": 1, "validate --schema-only": 0, "run": 1, "check": 1}  # six for run and check before (#15)
+    for command, count in expected.items():
+        calls.clear()
+        name, *flags = command.split()
+        out = ["--out", str(tmp_path / "o")] if name != "validate" else []
+        res = runner.invoke(app, [name, str(suite), *flags, *out])
+        assert res.exit_code == 0, (command, res.output)
+        assert len(calls) == count, command

@@ -25,7 +25,7 @@ from typing import Any
 from tdaeval.errors import ConfigError
 from tdaeval.reports._notes import entry_warnings, metric_notes
 from tdaeval.reports.markdown import _verdict
-from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, aggregate_ranks, describe_test
+from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, describe_test
 from tdaeval.suites.result import Entry, SuiteResult
 
 __all__ = ["render_html"]
@@ -100,7 +100,7 @@ def render_html(result: SuiteResult, title: str | None = None) -> str:
     if not isinstance(title, str):
         raise ConfigError(f"The 'title' parameter of render_html must be a str. Got {type(title).__name__}.")
     views = [_metric_view(result, metric, i) for i, metric in enumerate(result.metrics)]
-    aggregate = aggregate_ranks({v.name: v.rows for v in views})
+    aggregate = result.aggregate_ranking()
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',

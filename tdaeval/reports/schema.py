@@ -1,4 +1,8 @@
-"""The JSON Schema of results documents (``tdaeval.suite_result/1``)."""
+"""The JSON Schema of results documents (``tdaeval.suite_result/1``).
+
+The stored rankings (``ranking.order``, ``errors``, ``pareto``, ``seed``, each result's
+``rank.p_values``) were added to version 1 as optional keys, so older documents still validate.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Suites: evaluations from a file or from Python, their results, rankings, comparisons and CI checks."""
 
+from tdaeval.suites.build import BuiltSuite, build_suite
 from tdaeval.suites.checks import CheckOutcome, evaluate_checks
 from tdaeval.suites.compare import Difference, compare_results
 from tdaeval.suites.config import SuiteConfig, load_suite, parse_suite
@@ -9,6 +10,7 @@ from tdaeval.suites.runner import build_groundtruth, builtin_attributors, evalua
 
 __all__ = [
     "AggregateRow",
+    "BuiltSuite",
     "CheckOutcome",
     "Difference",
     "Entry",
@@ -17,6 +19,7 @@ __all__ = [
     "SuiteConfig",
     "SuiteResult",
     "build_groundtruth",
+    "build_suite",
     "builtin_attributors",
     "compare_results",
     "evaluate",

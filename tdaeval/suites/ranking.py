@@ -14,15 +14,23 @@ rank 2.0), in every table, the aggregate mean rank and the heat map.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
 from tdaeval.errors import ConfigError
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
 from tdaeval.metrics.base import MetricResult
 
-__all__ = ["RankRow", "AggregateRow", "ParetoPoint", "rank_results", "aggregate_ranks", "pareto_points", "describe_test"]
+__all__ = [
+    "RankRow", "AggregateRow", "ParetoPoint", "Rankings", "DEFAULT_SETTINGS", "ranking_settings", "rank_results",
+    "aggregate_ranks", "pareto_points", "describe_test",
+]
+
+#: The ranking test's settings when a run or a suite names none.
+DEFAULT_SETTINGS: dict[str, Any] = {"alpha": 0.05, "n_resamples": 2000, "correction": "holm", "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,75 @@ class ParetoPoint:
     quality: float
     cost: float
     on_front: bool
+
+
+@dataclass
+class Rankings:
+    """Every ranking of one run, computed once with one set of settings (:meth:`tdaeval.suites.SuiteResult.rank`).
+
+    Attributes
+    ----------
+    settings : dict
+        ``alpha``, ``n_resamples``, ``correction`` and ``seed`` of the paired-bootstrap test.
+    per_metric : dict
+        ``{metric: rows}``, rows best first (:func:`rank_results`); ``[]`` for a metric without results.
+    aggregate : list of AggregateRow
+        Mean rank across the ranked metrics (:func:`aggregate_ranks`).
+    pareto_metric : str or None
+        The metric of the quality-vs-cost view (``lds`` when present, else the first metric).
+    pareto : list of ParetoPoint
+        Quality on ``pareto_metric`` against fit + attribute seconds (:func:`pareto_points`).
+    errors : dict
+        ``{metric: message}`` for metrics that could not be ranked (e.g. per-example values of different lengths).
+    """
+
+    settings: dict[str, Any]
+    per_metric: dict[str, list[RankRow]]
+    aggregate: list[AggregateRow]
+    pareto_metric: str | None
+    pareto: list[ParetoPoint]
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, metric: str) -> list[RankRow]:
+        """The rows of ``metric`` (``[]`` when it has no results); ConfigError with the reason when it could not be ranked."""
+        if metric in self.errors:
+            raise ConfigError(self.errors[metric])
+        return list(self.per_metric.get(metric, []))
+
+
+def ranking_settings(settings: Mapping[str, Any] | None = None, owner: str = "the ranking") -> dict[str, Any]:
+    """:data:`DEFAULT_SETTINGS` updated with ``settings``, checked.
+
+    Parameters
+    ----------
+    settings : mapping, optional
+        Any of ``alpha`` (in (0, 1)), ``n_resamples`` (int ≥ 1), ``correction`` (``"holm"`` or ``"none"``)
+        and ``seed`` (int, of the resampling).
+    owner : str
+        Who takes the settings, for error messages (e.g. ``"evaluate"``).
+
+    Returns
+    -------
+    dict
+        All four settings.
+    """
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"The 'ranking' parameter of {owner} must be a dict of ranking settings. Got {type(settings).__name__}.")
+    unknown = sorted(str(k) for k in settings if k not in DEFAULT_SETTINGS)
+    if unknown:
+        raise ConfigError(
+            f"The 'ranking' parameter of {owner} has unknown key(s) {unknown}; expected any of {list(DEFAULT_SETTINGS)}."
+        )
+    out = {**DEFAULT_SETTINGS, **settings}
+    _check(out["alpha"], out["correction"])
+    for key, low in (("n_resamples", 1), ("seed", None)):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            expected = "an integer" if low is None else f"an integer >= {low}"
+            raise ConfigError(f"The '{key}' parameter of the ranking must be {expected}. Got {value!r} instead.")
+    return {"alpha": float(out["alpha"]), "n_resamples": int(out["n_resamples"]), "correction": out["correction"], "seed": int(out["seed"])}
 
 
 def describe_test(alpha: float = 0.05, n_resamples: int = 2000, correction: str = "holm") -> str:

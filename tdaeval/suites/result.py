@@ -8,12 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from tdaeval.errors import ConfigError
+from tdaeval.errors import ConfigError, TdaevalError
 from tdaeval.metrics.base import MetricResult
-from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow, aggregate_ranks, pareto_points, rank_results
+from tdaeval.suites.ranking import (
+    DEFAULT_SETTINGS,
+    AggregateRow,
+    ParetoPoint,
+    Rankings,
+    RankRow,
+    aggregate_ranks,
+    describe_test,
+    pareto_points,
+    rank_results,
+    ranking_settings,
+)
 
-__all__ = ["Entry", "RankRow", "AggregateRow", "ParetoPoint", "SuiteResult", "SCHEMA"]
+__all__ = ["Entry", "RankRow", "AggregateRow", "ParetoPoint", "Rankings", "SuiteResult", "SCHEMA"]
 
 SCHEMA = "tdaeval.suite_result/1"
 
@@ -49,7 +59,9 @@ class Entry:
 
 @dataclass
 class SuiteResult:
-    """Results of :func:`tdaeval.evaluate`.
+    """Results of :func:`tdaeval.evaluate`: plain data, written and read back unchanged by :meth:`to_dict`/:meth:`from_dict`.
+
+    Renderers live in :mod:`tdaeval.reports` (:meth:`table` is a shortcut to :func:`tdaeval.reports.render_text`).
 
     Attributes
     ----------
@@ -60,12 +72,18 @@ class SuiteResult:
         Versions, seed, device, cache directory, git hash when available, the suite.
     checks : list of dict
         Outcomes of ``tdaeval check`` (:class:`tdaeval.suites.checks.CheckOutcome` as dicts), when run.
+    rankings : Rankings or None
+        Per-metric rankings, aggregate ranks and the Pareto set, computed once by :meth:`rank`
+        (the runner does it at the end of a run, and results documents store them). A result
+        built by hand, or read from a document written before they were stored, computes them
+        when first needed and keeps them; call :meth:`rank` again after changing ``entries``.
     """
 
     entries: list[Entry]
     task: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    rankings: Rankings | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -85,31 +103,68 @@ class SuiteResult:
         raise KeyError(f"No result for attributor {attributor!r} on metric {metric!r}.")
 
     def ranking_settings(self) -> dict[str, Any]:
-        """The ranking test's settings: the suite's ``ranking`` section, else alpha 0.05, 2000 resamples, Holm."""
-        settings = {"alpha": 0.05, "n_resamples": 2000, "correction": "holm"}
-        settings.update({k: v for k, v in self.provenance.get("ranking", {}).items() if k in settings})
-        return settings
+        """The ranking test's settings (``alpha``, ``n_resamples``, ``correction``, ``seed``).
+
+        Those of the stored :attr:`rankings`; without them the suite's ``ranking`` section
+        (``provenance["ranking"]``), else alpha 0.05, 2000 resamples, Holm, seed 0.
+        """
+        if self.rankings is not None:
+            return dict(self.rankings.settings)
+        given = self.provenance.get("ranking", {})
+        given = given if isinstance(given, dict) else {}
+        return ranking_settings({k: v for k, v in given.items() if k in DEFAULT_SETTINGS}, "provenance.ranking")
+
+    def rank(
+        self, alpha: float | None = None, n_resamples: int | None = None, correction: str | None = None, seed: int | None = None
+    ) -> Rankings:
+        """Rank every metric, aggregate the ranks and find the Pareto set, once; store and return them as :attr:`rankings`.
+
+        Unset arguments come from :meth:`ranking_settings`. A metric that cannot be ranked
+        (e.g. per-example values of different lengths) is recorded in ``Rankings.errors``
+        and :meth:`ranking` raises its reason; the other metrics are ranked.
+        """
+        asked = {"alpha": alpha, "n_resamples": n_resamples, "correction": correction, "seed": seed}
+        settings = ranking_settings({**self.ranking_settings(), **{k: v for k, v in asked.items() if v is not None}}, "SuiteResult.rank")
+        per_metric: dict[str, list[RankRow]] = {}
+        errors: dict[str, str] = {}
+        for metric in self.metrics:
+            try:
+                per_metric[metric] = self._rank_metric(metric, settings)
+            except Exception as err:  # noqa: BLE001 - a finished run is not lost to its ranking: the reports say why
+                per_metric[metric] = []
+                errors[metric] = str(err) if isinstance(err, TdaevalError) else f"The ranking of {metric!r} failed: {type(err).__name__}: {err}"
+        metric = self.pareto_metric()
+        self.rankings = Rankings(settings, per_metric, aggregate_ranks(per_metric), metric, self._pareto(metric), errors)
+        return self.rankings
+
+    def _ranked(self) -> Rankings:
+        """The stored rankings, computed first when there are none."""
+        return self.rankings if self.rankings is not None else self.rank()
+
+    def _rank_metric(self, metric: str, settings: dict[str, Any]) -> list[RankRow]:
+        done = [e for e in self.entries if e.metric == metric and e.result is not None]
+        return rank_results([e.attributor for e in done], [e.result for e in done], settings["alpha"], settings["n_resamples"],
+                            settings["seed"], settings["correction"])
 
     def ranking(
-        self, metric: str, alpha: float | None = None, n_resamples: int | None = None, seed: int = 0, correction: str | None = None
+        self, metric: str, alpha: float | None = None, n_resamples: int | None = None, seed: int | None = None, correction: str | None = None
     ) -> list[RankRow]:
-        """Attributors ranked on ``metric``; ties and rank intervals from paired-bootstrap tests.
+        """Attributors ranked on ``metric``, best first; ties and rank intervals from paired-bootstrap tests.
 
-        Unset arguments come from :meth:`ranking_settings`; see :mod:`tdaeval.suites.ranking` for the test.
+        With the settings of :meth:`ranking_settings` (arguments unset or equal to them) these are
+        the stored rows of :attr:`rankings`, computed once; other settings rank ``metric`` again
+        (a different question; not stored). See :mod:`tdaeval.suites.ranking` for the test.
         """
-        settings = self.ranking_settings()
-        done = [e for e in self.entries if e.metric == metric and e.result is not None]
-        return rank_results(
-            [e.attributor for e in done], [e.result for e in done],
-            settings["alpha"] if alpha is None else alpha,
-            settings["n_resamples"] if n_resamples is None else n_resamples,
-            seed,
-            settings["correction"] if correction is None else correction,
-        )
+        current = self.ranking_settings()
+        asked = {"alpha": alpha, "n_resamples": n_resamples, "seed": seed, "correction": correction}
+        settings = {**current, **{k: v for k, v in asked.items() if v is not None}}
+        if settings == current:
+            return self._ranked().rows(metric)
+        return self._rank_metric(metric, ranking_settings(settings, "SuiteResult.ranking"))
 
     def aggregate_ranking(self) -> list[AggregateRow]:
-        """Mean rank across metrics, with the per-metric rank rows."""
-        return aggregate_ranks({m: self.ranking(m) for m in self.metrics})
+        """Mean rank across metrics, with the per-metric rank rows (stored in :attr:`rankings`)."""
+        return list(self._ranked().aggregate)
 
     def cost_seconds(self, attributor: str) -> float:
         """Fit plus attribute wall time of ``attributor`` (NaN when it could not run)."""
@@ -123,8 +178,17 @@ class SuiteResult:
         return "lds" if "lds" in self.metrics else (self.metrics[0] if self.metrics else None)
 
     def pareto(self, metric: str | None = None) -> list[ParetoPoint]:
-        """Quality on ``metric`` (default :meth:`pareto_metric`) against fit + attribute seconds."""
+        """Quality on ``metric`` (default :meth:`pareto_metric`) against fit + attribute seconds.
+
+        The stored set of :attr:`rankings` for its metric; computed (no bootstrap) for another metric
+        or when nothing is stored.
+        """
         metric = metric or self.pareto_metric()
+        if self.rankings is not None and metric == self.rankings.pareto_metric:
+            return list(self.rankings.pareto)
+        return self._pareto(metric)
+
+    def _pareto(self, metric: str | None) -> list[ParetoPoint]:
         done = [e for e in self.entries if e.metric == metric and e.result is not None]
         if not done:
             return []
@@ -138,56 +202,48 @@ class SuiteResult:
         return [e for e in self.entries if e.result is None]
 
     def table(self) -> str:
-        """A plain-text ranked table per metric."""
-        lines = []
-        for metric in self.metrics:
-            rows = self.ranking(metric)
-            direction = "higher is better" if rows and self.get(rows[0].attributor, metric).higher_is_better else "lower is better"
-            lines.append(f"{metric} ({direction})")
-            lines.append(f"  {'rank':<6}{'attributor':<22}{'value':>9}  {'95% CI':<19}{'fit s':>8}{'attr. s':>9}")
-            for r in rows:
-                cost = next(e.cost for e in self.entries if e.attributor == r.attributor and e.metric == metric)
-                ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
-                lines.append(
-                    f"  {r.rank_label:<6}{r.attributor:<22}{_fmt(r.value):>9}  {ci:<19}"
-                    f"{cost.get('fit_s', float('nan')):>8.2f}{cost.get('attribute_s', float('nan')):>9.2f}"
-                )
-            for e in self.failures():
-                if e.metric == metric:
-                    lines.append(f"  {'-':<6}{e.attributor:<22}  could not run: {e.error}")
-        return "\n".join(lines)
+        """A plain-text ranked table per metric (:func:`tdaeval.reports.render_text`)."""
+        from tdaeval.reports.text import render_text  # reports import this module: the renderer is looked up when asked for
+
+        return render_text(self)
 
     def __str__(self) -> str:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON document (``results`` holds one object per attributor × metric).
+        """The versioned JSON document.
 
-        Rank fields are computed for readers of the JSON; :meth:`from_dict` recomputes them.
+        ``results`` holds one object per attributor × metric, in the order of :attr:`entries`, with
+        its ``rank`` (and the pairwise p-values) when ranked; ``ranking`` the settings, the per-metric order, the metrics that
+        could not be ranked, the aggregate ranks and the Pareto set: :attr:`rankings` as they are
+        (computed first when there are none). :meth:`from_dict` reads them back unchanged.
         """
-        from tdaeval.suites.ranking import describe_test
-
+        ranked = self._ranked()
+        ranks = {(metric, r.attributor): r for metric, rows in ranked.per_metric.items() for r in rows}
         results = []
-        per_metric = {metric: self.ranking(metric) for metric in self.metrics}
-        for metric in self.metrics:
-            ranks = {r.attributor: r for r in per_metric[metric]}
-            for e in self.entries:
-                if e.metric != metric:
-                    continue
-                item = e.to_dict()
-                if e.attributor in ranks:
-                    r = ranks[e.attributor]
-                    item["rank"] = {"rank": r.rank, "low": r.rank_low, "high": r.rank_high, "tied_with": list(r.tied_with)}
-                results.append(item)
-        settings = self.ranking_settings()
+        for e in self.entries:  # in their order, so that reading back gives the same list (a run's: metric by metric)
+            item = e.to_dict()
+            r = ranks.get((e.metric, e.attributor))
+            if r is not None:
+                item["rank"] = {"rank": r.rank, "low": r.rank_low, "high": r.rank_high, "tied_with": list(r.tied_with),
+                                "p_values": {name: _finite(p) for name, p in r.p_values.items()}}
+            results.append(item)
+        settings = ranked.settings
         ranking = {
             **settings,
             "test": describe_test(settings["alpha"], settings["n_resamples"], settings["correction"]),
             "aggregate": [
                 {"attributor": row.attributor, "mean_rank": row.mean_rank, "n_metrics": row.n_metrics,
                  "ranks": {m: r.rank for m, r in row.ranks.items()}}
-                for row in aggregate_ranks(per_metric)
+                for row in ranked.aggregate
             ],
+            "order": {m: [r.attributor for r in rows] for m, rows in ranked.per_metric.items()},
+            "errors": dict(ranked.errors),
+            "pareto": {
+                "metric": ranked.pareto_metric,
+                "points": [{"attributor": p.attributor, "quality": _finite(p.quality), "cost": _finite(p.cost), "on_front": p.on_front}
+                           for p in ranked.pareto],
+            },
         }
         return {"schema": SCHEMA, "task": self.task, "provenance": self.provenance, "results": results,
                 "ranking": ranking, "checks": self.checks}
@@ -201,7 +257,12 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "results") -> "SuiteResult":
-        """Inverse of :meth:`to_dict` (rankings are recomputed, not read).
+        """Inverse of :meth:`to_dict`: ``from_dict(d).to_dict() == d`` for a document ``d`` it wrote.
+
+        The stored rankings (``ranking.order`` with the results' ``rank``, ``ranking.aggregate``
+        and ``ranking.pareto``) are read as they are, without any bootstrap. A document written
+        before they were stored (no ``ranking.order``) gets them computed when first needed, with
+        the settings of ``provenance.ranking``.
 
         The document is validated against the published JSON Schema
         (:func:`tdaeval.reports.result_schema`) first; a malformed one raises
@@ -219,11 +280,13 @@ class SuiteResult:
         try:
             for item in data["results"]:
                 result = None if item.get("error") else MetricResult.from_dict(item)
-                entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}), item.get("error"),
-                                     traceback=item.get("traceback"), warnings=list(item.get("warnings", []))))
+                entries.append(Entry(item["attributor"], item["metric"], result, item.get("cost", {}), item.get("attributor_params", {}),
+                                     item.get("error"), traceback=item.get("traceback"), warnings=list(item.get("warnings", []))))
+            rankings = _read_rankings(data, entries, source) if "order" in data["ranking"] else None
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{source}: malformed results document ({type(err).__name__}: {err}).") from None
-        return cls(entries=entries, task=data.get("task", {}), provenance=data.get("provenance", {}), checks=data.get("checks", []))
+        return cls(entries=entries, task=data.get("task", {}), provenance=data.get("provenance", {}), checks=data.get("checks", []),
+                   rankings=rankings)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "SuiteResult":
@@ -237,6 +300,50 @@ class SuiteResult:
         except RecursionError:
             raise ConfigError(f"Results file {str(path)!r}: the document is nested too deeply.") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _read_rankings(data: dict[str, Any], entries: list[Entry], source: str) -> Rankings:
+    """The :class:`Rankings` stored in a validated document (``entries`` are its ``results``, in order)."""
+    block = data["ranking"]
+    try:
+        settings = ranking_settings({k: block[k] for k in DEFAULT_SETTINGS}, "the ranking")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: ranking: {err}") from None
+    ranked: dict[tuple[str, str], tuple[dict[str, Any], MetricResult]] = {}
+    for item, entry in zip(data["results"], entries):
+        if item.get("rank") is not None and entry.result is not None:
+            ranked.setdefault((entry.metric, entry.attributor), (item["rank"], entry.result))
+    per_metric: dict[str, list[RankRow]] = {}
+    for metric, names in block["order"].items():
+        rows = []
+        for name in names:
+            if (metric, name) not in ranked:
+                raise ConfigError(f"{source}: ranking.order.{metric}: {name!r} has no ranked result on {metric!r}.")
+            rank, result = ranked[(metric, name)]
+            p_values = {other: math.nan if p is None else float(p) for other, p in rank.get("p_values", {}).items()}
+            rows.append(RankRow(name, result.value, result.ci, float(rank["rank"]), int(rank["low"]), int(rank["high"]),
+                                tuple(rank["tied_with"]), p_values))
+        per_metric[metric] = rows
+    aggregate = []
+    for row in block["aggregate"]:
+        ranks = {}
+        for metric in row["ranks"]:
+            match = next((r for r in per_metric.get(metric, []) if r.attributor == row["attributor"]), None)
+            if match is None:
+                raise ConfigError(f"{source}: ranking.aggregate: {row['attributor']!r} has a rank on {metric!r} but no row in ranking.order.")
+            ranks[metric] = match
+        aggregate.append(AggregateRow(row["attributor"], float(row["mean_rank"]), ranks, int(row["n_metrics"])))
+    pareto = [
+        ParetoPoint(p["attributor"], math.nan if p["quality"] is None else float(p["quality"]),
+                    math.nan if p["cost"] is None else float(p["cost"]), bool(p["on_front"]))
+        for p in block["pareto"]["points"]
+    ]
+    return Rankings(settings, per_metric, aggregate, block["pareto"]["metric"], pareto, dict(block.get("errors", {})))
+
+
+def _finite(value: float | None) -> float | None:
+    """``value`` as a JSON number, None when undefined (NaN or infinite)."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _validate(data: Any, source: str) -> None:
@@ -272,6 +379,3 @@ def _validate(data: Any, source: str) -> None:
         message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
         fail(list(error.absolute_path), message.replace("\n", " "))
 
-
-def _fmt(value: float) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"

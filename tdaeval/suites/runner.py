@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 import re
 import shutil
-import tempfile
 import subprocess
+import tempfile
 import time
 import traceback as _traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -16,19 +16,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tdaeval.attributors.base import Attributor, get as get_attributor, names as attributor_names, resolve
 from tdaeval._integrity import check_unchanged, state_digests
+from tdaeval.attributors.base import Attributor, resolve
+from tdaeval.attributors.base import get as get_attributor
+from tdaeval.attributors.base import names as attributor_names
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least, collect_warnings
 from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION
 from tdaeval.groundtruth.store import ArtifactStore, job_key
-from tdaeval.scores import write_scores
 from tdaeval.metrics.base import Metric, get_metric
+from tdaeval.scores import write_scores
+from tdaeval.suites.build import BuiltSuite, build_suite
 from tdaeval.suites.cost import PeakMemory
 from tdaeval.suites.progress import Reporter, check_progress, make_reporter
+from tdaeval.suites.ranking import ranking_settings
 from tdaeval.suites.result import Entry, SuiteResult
+from tdaeval.suites.schema import SuiteConfig
 from tdaeval.task import Task
 from tdaeval.training import Checkpoint, set_training_seed, train_model
+from tdaeval.version import __version__
 
 __all__ = ["evaluate", "run_suite", "build_groundtruth", "builtin_attributors", "train_reference"]
 
@@ -178,6 +184,7 @@ def evaluate(
     progress: bool | str | Progress | None = "auto",
     score_chunk: int | None = None,
     scores_dir: str | Path | None = None,
+    ranking: Mapping[str, Any] | None = None,
 ) -> SuiteResult:
     """Evaluate attributors on a task against gold-standard metrics.
 
@@ -217,6 +224,12 @@ def evaluate(
         and LDS then stay within ``O((n_test + M) · score_chunk)`` memory.
     scores_dir : str or Path, optional
         Where those files go (kept); default a temporary folder removed at the end.
+    ranking : dict, optional
+        Settings of the ranking test (:func:`tdaeval.suites.ranking.ranking_settings`): any of
+        ``alpha`` (0.05), ``n_resamples`` (2000), ``correction`` (``"holm"``) and ``seed`` (0).
+        The rankings, aggregate ranks and Pareto set are computed once, at the end, and stored
+        in the result (:attr:`SuiteResult.rankings`); given settings are also kept in
+        ``provenance["ranking"]``.
 
     Returns
     -------
@@ -227,6 +240,7 @@ def evaluate(
     if on_error not in ("raise", "record"):
         raise ConfigError(f"The 'on_error' parameter of evaluate must be 'raise' or 'record'. Got {on_error!r} instead.")
     check_progress(progress, "evaluate")
+    ranking_setup = ranking_settings(ranking, "evaluate")  # checked before the run, used after it
     resolved = _resolve_attributors(attributors)
     metric_objs = _resolve_metrics(metrics)
     store = ArtifactStore(cache_dir)
@@ -284,11 +298,10 @@ def evaluate(
             cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
             for metric, truth in zip(metric_objs, truths):
                 # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
-                extra = {"attributor": attributor} if getattr(metric, "needs_attributor", False) else {}
                 said_here = list(said)  # self-influence solves again
                 try:
                     with collect_warnings(said_here):
-                        result = metric.compute(scores, truth, **extra)
+                        result = metric.compute(scores, truth, attributor=attributor)  # read when metric.needs_attributor
                 except Exception as err:  # noqa: BLE001 - e.g. a metric that cannot apply to this attributor, or a user metric's bug
                     if on_error == "raise":
                         _reraise(err, f"Metric {metric.name!r} failed on attributor {name!r}")
@@ -307,8 +320,6 @@ def evaluate(
         if score_chunk is not None and scores_dir is None:
             shutil.rmtree(score_root, ignore_errors=True)
 
-    from tdaeval import __version__
-
     provenance = {
         "tdaeval": __version__,
         "torch": torch.__version__,
@@ -322,7 +333,13 @@ def evaluate(
         "executor": runner.describe(),
         "score_chunk": score_chunk,
     }
-    return SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
+    if ranking is not None:
+        provenance["ranking"] = {k: ranking_setup[k] for k in ranking}
+    metric_names = list(dict.fromkeys(m.name for m in metric_objs))
+    entries.sort(key=lambda e: metric_names.index(e.metric))  # metric by metric, as results.json lists them
+    result = SuiteResult(entries=entries, task=task.describe(), provenance=provenance)
+    result.rank(**ranking_setup)  # once: every report and results.json read these
+    return result
 
 
 def _failure(err: Exception) -> str:
@@ -351,24 +368,19 @@ def _logged_truth(steps: Reporter, metric: Metric, task: Task, store: ArtifactSt
 
 
 def _build_truth(metric: Metric, task: Task, store: ArtifactStore, model: Any, device: str, executor: Executor, report: Progress) -> Any:
-    """``metric.build_truth`` with what it needs: the explained model (further training) or the executor."""
+    """``metric.build_truth`` with everything the contract offers (the explained model is None unless some metric ``needs_model``)."""
     stage = f"ground truth ({metric.name})"
     progress = lambda done, total: report(stage, done, total)  # noqa: E731
-    if getattr(metric, "needs_model", False):  # gold standards of the explained model itself
-        return metric.build_truth(task, store, model=model, device=device, progress=progress)
-    return metric.build_truth(task, store, device=device, executor=executor, progress=progress)
+    return metric.build_truth(task, store, model=model, device=device, executor=executor, progress=progress)
 
 
-def _load_suite(suite: Any, owner: str) -> tuple[Any, Path | None, str]:
-    """``(config, folder, source)`` from a SuiteConfig, a suite file or a built-in suite name."""
-    from tdaeval.suites.config import SuiteConfig, load_suite
-
-    if isinstance(suite, SuiteConfig):
-        return suite, None, "<suite>"
-    if isinstance(suite, (str, Path)):
-        config, folder = load_suite(suite)
-        return config, folder, str(suite)
-    raise ConfigError(f"The 'suite' parameter of {owner} must be a SuiteConfig or a path. Got {type(suite).__name__}.")
+def _load_suite(suite: Any, owner: str) -> BuiltSuite:
+    """A BuiltSuite as it is, or one built (once) from a SuiteConfig, a suite file or a built-in suite name."""
+    if isinstance(suite, BuiltSuite):
+        return suite
+    if isinstance(suite, (SuiteConfig, str, Path)):
+        return build_suite(suite)
+    raise ConfigError(f"The 'suite' parameter of {owner} must be a BuiltSuite, a SuiteConfig or a path. Got {type(suite).__name__}.")
 
 
 def run_suite(
@@ -382,8 +394,10 @@ def run_suite(
 
     Parameters
     ----------
-    suite : SuiteConfig, str or Path
-        A validated config, a suite file (``.yaml``/``.toml``) or a built-in suite name.
+    suite : BuiltSuite, SuiteConfig, str or Path
+        A built suite (:func:`~tdaeval.suites.build.build_suite`), used as it is
+        (its attributors are fitted in place); or a config, a suite file
+        (``.yaml``/``.toml``) or a built-in suite name, built once here.
     cache_dir : str or Path, optional
         Overrides the suite's ``store``.
     executor : str, dict or Executor, optional
@@ -397,29 +411,26 @@ def run_suite(
     SuiteResult
         With the suite (every key, defaults filled in) in ``provenance["suite"]``.
     """
-    from tdaeval.suites.config import build_attributors, build_metrics, build_task, suite_path
-
     check_progress(progress, "run_suite")
-    config, folder, source = _load_suite(suite, "run_suite")
-    cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
-    task = build_task(config, source)
+    built = _load_suite(suite, "run_suite")
+    config = built.config
     result = evaluate(
-        task,
-        attributors=build_attributors(config, source),
-        metrics=build_metrics(config, source),
-        cache_dir=cache_dir,
+        built.task,
+        attributors=built.attributors,
+        metrics=built.metrics,
+        cache_dir=cache_dir if cache_dir is not None else built.store,
         seed=config.seed,
         n_checkpoints=config.n_checkpoints,
-        device=config.device,
-        executor=config.executor if executor is None else executor,
+        device=built.device,
+        executor=built.executor if executor is None else executor,
         on_error="record",
+        ranking=config.ranking.model_dump(mode="json"),
         progress=progress,
         score_chunk=config.score_chunk,
-        scores_dir=suite_path(config.scores_dir, folder),
+        scores_dir=built.scores_dir,
     )
     result.provenance["suite"] = config.model_dump(mode="json")
-    result.provenance["suite_file"] = str(Path(source).resolve()) if folder is not None else source
-    result.provenance["ranking"] = config.ranking.model_dump(mode="json")
+    result.provenance["suite_file"] = built.suite_file
     return result
 
 
@@ -436,8 +447,9 @@ def build_groundtruth(
 
     Parameters
     ----------
-    suite : SuiteConfig, str or Path
-        A validated config, a suite file or a built-in suite name.
+    suite : BuiltSuite, SuiteConfig, str or Path
+        A built suite, used as it is, or a config, a suite file or a built-in
+        suite name, built once here.
     shard : Shard or str, optional
         ``Shard(i, N)`` or ``"i/N"``: train only the jobs of shard ``i`` into the shared store.
     plan_only : bool
@@ -459,17 +471,14 @@ def build_groundtruth(
         and ``note``.
     """
     from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
-    from tdaeval.suites.config import build_metrics, build_task, suite_path
 
-    config, folder, source = _load_suite(suite, "build_groundtruth")
+    built = _load_suite(suite, "build_groundtruth")
+    config, task, metrics = built.config, built.task, built.metrics
     check_progress(progress, "build_groundtruth")
     if isinstance(shard, str):
         shard = Shard.parse(shard)
-    cache_dir = cache_dir if cache_dir is not None else suite_path(config.store, folder)
-    task = build_task(config, source)
-    metrics = build_metrics(config, source)
-    store = ArtifactStore(cache_dir)
-    needs_model = any(getattr(m, "needs_model", False) for m in metrics)
+    store = ArtifactStore(cache_dir if cache_dir is not None else built.store)
+    needs_model = any(m.needs_model for m in metrics)
     steps = make_reporter(progress, int(needs_model) + len(metrics), "build_groundtruth")
     model = None
     runner = None

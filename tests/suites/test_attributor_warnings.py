@@ -110,14 +110,14 @@ def test_collect_warnings_records_tdaeval_warnings_under_any_filter_and_reissues
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         with collect_warnings(said):
-            warnings.warn("not converged", ConvergenceWarning)
-            warnings.warn("not converged", ConvergenceWarning)  # recorded once
-            warnings.warn("someone else's", UserWarning)  # shown, not recorded
+            warnings.warn("not converged", ConvergenceWarning, stacklevel=1)
+            warnings.warn("not converged", ConvergenceWarning, stacklevel=1)  # recorded once
+            warnings.warn("someone else's", UserWarning, stacklevel=1)  # shown, not recorded
     assert said == ["ConvergenceWarning: not converged"]
     assert [str(w.message) for w in shown] == ["not converged", "not converged", "someone else's"]
     with pytest.raises(KeyError), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # silenced on the console, still on record; and kept when the block fails
         with collect_warnings(said := []):
-            warnings.warn("before the failure", ConvergenceWarning)
+            warnings.warn("before the failure", ConvergenceWarning, stacklevel=1)
             raise KeyError("x")
     assert said == ["ConvergenceWarning: before the failure"]

@@ -74,7 +74,8 @@ def test_a_floor_on_an_attributor_that_could_not_run_fails(base):
 
 
 def test_regression_threshold_against_a_baseline(base):
-    new = synthetic_result({"lds": ({"good": _values(0, 0.55), "weak": _values(1, 0.1)}, True), "loss": ({"good": _values(2, 1.0), "weak": _values(3, 2.0)}, False)})
+    new = synthetic_result({"lds": ({"good": _values(0, 0.55), "weak": _values(1, 0.1)}, True),
+                            "loss": ({"good": _values(2, 1.0), "weak": _values(3, 2.0)}, False)})
     strict = {c.name: c.passed for c in evaluate_checks(new, ThresholdSpec(max_regression=0.01), baseline=base)}
     assert strict["good / lds regression <= 0.01"] is False and strict["weak / lds regression <= 0.01"] is True
     assert all(evaluate_checks(new, ThresholdSpec(max_regression=0.1), baseline=base)[i].passed for i in range(4))

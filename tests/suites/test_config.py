@@ -3,6 +3,7 @@
 import pytest
 
 from tdaeval.errors import ConfigError
+from tdaeval.suites.build import metric_params
 from tdaeval.suites.config import builtin_suites, load_suite, parse_suite
 
 VALID = """
@@ -24,9 +25,9 @@ def test_valid_suite_fills_defaults_and_passes_groundtruth_to_metrics_that_take_
     config = parse_suite(VALID, source="s.yaml")
     assert config.seed == 0 and config.executor == "local" and config.ranking.alpha == 0.05
     assert [a.label for a in config.attributors] == ["grad_dot", "mine"]
-    assert config.metric_params(0) == {"n_subsets": 8, "alpha": 0.4}
+    assert metric_params(config, 0) == {"n_subsets": 8, "alpha": 0.4}
     # LOO takes no subsets or alpha; its own params win over the defaults
-    assert config.metric_params(1) == {"n_removed": 10}
+    assert metric_params(config, 1) == {"n_removed": 10}
 
 
 def test_toml_suites_read_like_yaml(tmp_path):
@@ -51,14 +52,16 @@ def test_builtin_suites_are_valid():
         (VALID.replace("alpha: 0.4", "alpha: 1.5"), "s.yaml: groundtruth.alpha: Input should be less than 1 (got 1.5)"),
         ("attributors: [grad_dot]\nmetrics: [lds]\n", "s.yaml: task: Field required"),
         (VALID.replace("  - grad_dot\n", "  - grad_dott\n"), "s.yaml: attributors.0.use: Unknown attributor 'grad_dott'"),
-        (VALID.replace("InputSimilarity", "Missing"), "s.yaml: attributors.1.params: Module 'tests.attributors.plugin_example' has no attribute 'Missing'"),
+        (VALID.replace("InputSimilarity", "Missing"),
+         "s.yaml: attributors.1.params: Module 'tests.attributors.plugin_example' has no attribute 'Missing'"),
         (VALID.replace("scale: 2.0", "size: 2.0"), "s.yaml: attributors.1.params: Invalid parameters ['size']"),
         (VALID.replace("  - lds\n", "  - ldss\n"), "s.yaml: metrics.0.name: Unknown metric 'ldss'"),
         (VALID.replace("n_removed: 10", "n_removed: 0"), "s.yaml: metrics.1.params:"),
-        (VALID.replace("n_train: 200", "n_trian: 200"), "s.yaml: task.params: TypeError"),
+        (VALID.replace("n_train: 200", "n_trian: 200"), "s.yaml: task.params: Invalid parameters ['n_trian'] for task 'digits'"),
         (VALID.replace("metric: lds, min", "metric: auc, min"), "s.yaml: thresholds.floors.0.metric: 'auc' is not a metric of this suite"),
         (VALID.replace("min: 0.0", "below: 0.0"), "s.yaml: thresholds.floors.0.below: unknown key"),
-        (VALID.replace("{attributor: \"*\", metric: lds, min: 0.0}", "{attributor: \"*\", metric: lds}"), "thresholds.floors.0: give 'min' and/or 'max'"),
+        (VALID.replace("{attributor: \"*\", metric: lds, min: 0.0}", "{attributor: \"*\", metric: lds}"),
+         "thresholds.floors.0: give 'min' and/or 'max'"),
         ("task: digits\nattributors: []\nmetrics: [lds]\n", "s.yaml: attributors: List should have at least 1 item"),
         ("task: digits\nattributors: [grad_dot, grad_dot]\nmetrics: [lds]\n", "attributors: attributor names must be unique"),
         ("task: {name: digits, factory: 'a:b'}\nattributors: [grad_dot]\nmetrics: [lds]\n", "s.yaml: task: give exactly one of"),
@@ -85,15 +88,17 @@ def test_groundtruth_defaults_reach_only_ground_truth_parameters():
         "task: digits\nattributors: [grad_dot]\nmetrics: [lds, seed_reliability, loo]\ngroundtruth: {alpha: 0.3, n_seeds: 2, seed: 4}\n",
         source="s.yaml",
     )
-    assert config.metric_params(0) == {"alpha": 0.3, "n_seeds": 2, "seed": 4}
-    assert config.metric_params(1) == {}  # its 'alpha' is a significance level, its 'seed' the bootstrap's
-    assert config.metric_params(2) == {"n_seeds": 2, "seed": 4}
+    assert metric_params(config, 0) == {"alpha": 0.3, "n_seeds": 2, "seed": 4}
+    assert metric_params(config, 1) == {}  # its 'alpha' is a significance level, its 'seed' the bootstrap's
+    assert metric_params(config, 2) == {"n_seeds": 2, "seed": 4}
 
 
 def test_a_partial_recipe_keeps_the_tasks_own_defaults():
     from tdaeval.suites.config import build_task
 
-    config = parse_suite("task: {name: synthetic, params: {n_train: 100, n_test: 10, recipe: {epochs: 3}}}\nattributors: [grad_dot]\nmetrics: [lds]\n")
+    config = parse_suite(
+        "task: {name: synthetic, params: {n_train: 100, n_test: 10, recipe: {epochs: 3}}}\nattributors: [grad_dot]\nmetrics: [lds]\n"
+    )
     recipe = build_task(config).recipe
     assert (recipe.epochs, recipe.batch_size, recipe.lr) == (3, 512, 0.1)
 

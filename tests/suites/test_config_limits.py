@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from tdaeval.cli import app
 from tdaeval.errors import ConfigError
 from tdaeval.suites import config as suite_config
+from tdaeval.suites import schema as suite_schema
 from tdaeval.suites.config import parse_suite
 
 runner = CliRunner()
@@ -66,7 +67,7 @@ def test_deep_nesting_is_refused_with_the_file_name(fmt, text):
 
 
 def test_oversized_documents_are_refused_before_parsing(monkeypatch):
-    monkeypatch.setattr(suite_config, "MAX_SUITE_BYTES", 1000)
+    monkeypatch.setattr(suite_schema, "MAX_SUITE_BYTES", 1000)  # the schema reads the text
     with pytest.raises(ConfigError, match="big.yaml: the document is 2,0.. characters long"):
         parse_suite("# " + "x" * 2000 + "\n", source="big.yaml")
 

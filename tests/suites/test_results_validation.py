@@ -137,7 +137,9 @@ def test_the_message_names_the_key_path_and_what_was_expected():
 
 
 def test_a_valid_document_still_loads_and_a_million_values_validate_fast():
-    doc = valid_document(n=1_000_000)
+    doc = valid_document()  # ranked on 10 values; the bootstrap of a million would dominate the test
+    for i, item in enumerate(doc["results"]):
+        item["per_example"] = (torch.linspace(0, 1, 1_000_000, dtype=torch.float64) + i).tolist()
     start = time.perf_counter()
     result = SuiteResult.from_dict(doc)
     assert time.perf_counter() - start < 10
