@@ -1,9 +1,11 @@
 # Two commands on a fresh machine (Python >= 3.10):
 #   make quickstart   create .venv if missing, install tdaeval, run `tdaeval quickstart`
 #   make test         create .venv if missing, install with the test and docs extras,
-#                     run the tests (the slow ones as a second step) and build the docs
-#                     with warnings as errors
-#   make test-quick   the same venv; only the tests not marked slow (a few minutes)
+#                     lint (ruff), run the tests (the slow ones as a second step) and
+#                     build the docs with warnings as errors
+#   make test-fast    the same venv; only the tests not marked slow (about 2 minutes;
+#                     test-quick is the older name)
+#   make lint         ruff check of the package, tests, tutorials and benchmarks
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,7 +30,7 @@ TORCH_EXTRA_INDEX_URL = $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 # importing torch) that satisfies TORCH_RANGE; nothing otherwise.
 INSTALLED_TORCH = $(BIN)/python -c "from importlib.metadata import version; from pip._vendor.packaging.specifiers import SpecifierSet; v = version('torch'); print('torch==' + v if SpecifierSet('$(TORCH_RANGE)').contains(v, prereleases=True) else '')" 2>/dev/null
 
-.PHONY: quickstart test test-quick test-quanda test-peft docs bench clean
+.PHONY: quickstart lint test test-fast test-quick test-quanda test-peft docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,15 +51,20 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 quickstart: $(VENV)/.installed-core
 	$(BIN)/tdaeval quickstart
 
-# Tests marked slow (the tutorials, the longest retraining tests) run as their own
-# step, so that their output and timings show separately.
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not slow"
+# The rules are in pyproject.toml ([tool.ruff]).
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m ruff check tdaeval tests tutorials benchmarks
+
+# Tests marked slow (the tutorials, the kill -9 and concurrent-shard tests, the longest
+# retraining tests) run as their own step, so that their output and timings show separately.
+test: lint test-fast
 	$(BIN)/python -m pytest -m slow
 	$(MAKE) docs
 
-test-quick: $(VENV)/.installed-test
+test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow"
+
+test-quick: test-fast
 
 # Quanda 0.5.0 needs torch 2.14.1 + torchvision 0.29.1 and numpy 2 against
 # captum's declared numpy<2, so its adapter tests run in a venv of their own

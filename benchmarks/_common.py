@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: timing and the machine description."""
+"""Helpers shared by the benchmark scripts: timing, the machine description, the verdict and the exit status."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -63,3 +64,17 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads"
     )
+
+
+def verdict(met: bool | None) -> str:
+    """The word of a ``TARGET`` line: ``MET``, ``NOT MET``, or ``NOT CHECKED`` when ``met`` is None."""
+    return "NOT CHECKED" if met is None else "MET" if met else "NOT MET"
+
+
+def exit_code(met: bool | None, strict: bool, error: str | None = None) -> int:
+    """A benchmark's exit status: 2 when its numbers are wrong (``error``, printed to stderr as ``ERROR: ...``),
+    1 when ``strict`` and its target was not met (or not checked), else 0."""
+    if error is not None:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    return 1 if strict and not met else 0

@@ -28,8 +28,6 @@ import sys
 
 import torch
 
-from _common import machine, measure, median
-
 from tdaeval.attributors import get
 from tdaeval.attributors._members import MemberStack, stack_members
 from tdaeval.attributors.ensembles import finetune_adapters
@@ -37,6 +35,8 @@ from tdaeval.attributors.gradient import _measurement_objective
 from tdaeval.nn import add_lora, lora_parameters
 from tdaeval.tasks import DigitsTask
 from tdaeval.training import train_model, train_models
+
+from _common import exit_code, machine, measure, median, verdict
 
 TARGET = 4.0
 
@@ -126,12 +126,9 @@ def main() -> int:
         ratio = loop / batched
         met &= ratio >= TARGET
         print(f"{name:<40}{batched:>11.3f}{loop:>10.3f}{ratio:>9.1f}x   {check}")
-    print(f"\nTARGET >= {TARGET:g}x for batched member computation: {'MET' if met else 'NOT MET'}")
+    print(f"\nTARGET >= {TARGET:g}x for batched member computation: {verdict(met)}")
     ok = agree_training < 1e-3 and agree_lora < 1e-4 and agree_serving < 1e-4
-    if not ok:
-        print("ERROR: batched and looped members differ", file=sys.stderr)
-        return 2
-    return 1 if args.strict and not met else 0
+    return exit_code(met, args.strict, None if ok else "batched and looped members differ")
 
 
 if __name__ == "__main__":

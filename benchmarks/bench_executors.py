@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from _common import machine
-
 from tdaeval.groundtruth import ArtifactStore, LDSSpec, build_lds_groundtruth, get_executor
 from tdaeval.task import TrainRecipe
 from tdaeval.tasks import DigitsTask
+
+from _common import machine
 
 
 def run(executor_spec: dict, task: DigitsTask, spec: LDSSpec) -> tuple[float, torch.Tensor]:

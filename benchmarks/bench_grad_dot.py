@@ -14,11 +14,11 @@ import sys
 
 import torch
 
-from _common import machine, timeit
-
 from tdaeval.attributors import get
 from tdaeval.suites import train_reference
 from tdaeval.tasks import DigitsTask
+
+from _common import machine, timeit
 
 
 def main() -> int:
@@ -45,7 +45,9 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"digits MLP ({n_params} parameters), {task.n_train} train x {task.n_test} test pairs\n")
     print(f"{'':<34}{'ms':>8}{'x floor':>10}")
-    for name, seconds in (("floor (fwd+bwd + score GEMM)", t_floor), ("grad_dot, layer-wise factorised", t_factored), ("grad_dot, vmap(grad) per sample", t_dense)):
+    timings = (("floor (fwd+bwd + score GEMM)", t_floor), ("grad_dot, layer-wise factorised", t_factored),
+               ("grad_dot, vmap(grad) per sample", t_dense))
+    for name, seconds in timings:
         print(f"{name:<34}{seconds * 1e3:>8.1f}{seconds / t_floor:>9.1f}x")
     met = t_factored <= 3 * t_floor
     print(f"\ntarget <= 3x the floor: {'met' if met else 'NOT met'} ({t_factored / t_floor:.1f}x); same scores as vmap(grad): yes")

@@ -58,13 +58,13 @@ import warnings
 
 import torch
 
-from _common import machine, median, spread
-
 from tdaeval.attributors import get
 from tdaeval.attributors.adapters import measurement_badness
 from tdaeval.datasets import Data
 from tdaeval.tasks import DigitsTask
 from tdaeval.training import train_model
+
+from _common import exit_code, machine, median, spread, verdict
 
 
 def timed(fn):
@@ -191,7 +191,7 @@ def main() -> int:
         print(f"{name:<36}{median(ts):>10.3f}{spread(ts):>16}{median(ts) / t_ours:>10.1f}x")
 
     nan_rows = int((~torch.isfinite(dattri_scores).all(1)).sum())
-    print(f"\nagreement with the reference (row-wise CG to tol=1e-9), dattri transposed and divided by n_train:")
+    print("\nagreement with the reference (row-wise CG to tol=1e-9), dattri transposed and divided by n_train:")
     rows = {"tdaeval block CG (default)": ours_scores, "tdaeval row-wise CG": rowwise_scores,
             "tdaeval row-wise, N iterations": fixed_scores}
     for name, scores in rows.items():
@@ -209,14 +209,11 @@ def main() -> int:
     best = min(times["dattri 0.3.0, N iterations"]) / min(times["tdaeval, block CG (default)"])
     met = speedup >= args.target and agree
     print(f"\nTARGET >= {args.target:g}x faster than dattri at the same accuracy, same scores: "
-          f"{'MET' if met else 'NOT MET'} ({speedup:.1f}x of medians, {best:.1f}x of minimums; scores "
+          f"{verdict(met)} ({speedup:.1f}x of medians, {best:.1f}x of minimums; scores "
           f"{'agree' if agree else 'DISAGREE'})")
     same_algorithm = median(times["dattri 0.3.0, N iterations"]) / median(times["tdaeval, row-wise, N iterations"])
     print(f"(the same algorithm, row-wise CG for exactly N iterations on both sides: {same_algorithm:.1f}x of medians)")
-    if not agree:
-        print("ERROR: influence scores differ between tdaeval and dattri", file=sys.stderr)
-        return 2
-    return 1 if args.strict and not met else 0
+    return exit_code(met, args.strict, None if agree else "influence scores differ between tdaeval and dattri")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import numpy as np
 import scipy.stats
 import torch
 
-from _common import machine, measure, median, spread
-
 import tdaeval.functional as F
+
+from _common import exit_code, machine, measure, median, spread, verdict
 
 
 def make_problem(n_train: int, n_test: int, m: int, alpha: float, dtype: torch.dtype, seed: int):
@@ -134,13 +134,10 @@ def main() -> int:
         speedup = median(rows[-1][1]) / t_ours
         target_met = speedup >= args.target and agree
         print(f"\nTARGET >= {args.target:g}x faster than dattri with the same values: "
-              f"{'MET' if target_met else 'NOT MET'} ({speedup:.0f}x, values {'agree' if agree else 'DISAGREE'})")
+              f"{verdict(target_met)} ({speedup:.0f}x, values {'agree' if agree else 'DISAGREE'})")
     else:
         print(f"\nTARGET >= {args.target:g}x faster than dattri: NOT CHECKED (dattri missing)")
-    if not agree:
-        print("ERROR: per-test LDS values differ between implementations", file=sys.stderr)
-        return 2
-    return 1 if args.strict and not target_met else 0
+    return exit_code(target_met, args.strict, None if agree else "per-test LDS values differ between implementations")
 
 
 if __name__ == "__main__":

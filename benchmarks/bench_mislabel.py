@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from _common import machine
-
 from tdaeval.metrics import MislabelDetection
+
+from _common import exit_code, machine, verdict
 
 
 def problem(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,12 +65,9 @@ def main() -> int:
     ours, t_ours = timed(lambda: metric.from_self_influence(scores, flipped))
     print(f"{args.n:>8}{t_ours:>12.3f}{'(not run)':>11}{ours.value:>14.6f}")
     met = t_ours < 1.0
-    print(f"\nTARGET mislabel_detection at n = {args.n:,} under 1 s: {'MET' if met else 'NOT MET'} ({t_ours:.3f} s, "
+    print(f"\nTARGET mislabel_detection at n = {args.n:,} under 1 s: {verdict(met)} ({t_ours:.3f} s, "
           f"AUC with a 2,000-resample CI, average precision and the detection curve)")
-    if not agree:
-        print("ERROR: AUCs differ from dattri's", file=sys.stderr)
-        return 2
-    return 1 if args.strict and not met else 0
+    return exit_code(met, args.strict, None if agree else "AUCs differ from dattri's")
 
 
 if __name__ == "__main__":

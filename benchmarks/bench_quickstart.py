@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import exit_code, machine, verdict
 
 
 def run(command: list[str]) -> tuple[float, str]:
@@ -84,8 +84,8 @@ def main() -> int:
 
     met = cold < args.limit and m >= args.min_subsets
     print(f"\nTARGET cold < {args.limit:g} s with >= {args.min_subsets} subsets: "
-          f"{'MET' if met else 'NOT MET'} ({cold:.1f} s, M = {m})")
-    return 1 if args.strict and not met else 0
+          f"{verdict(met)} ({cold:.1f} s, M = {m})")
+    return exit_code(met, args.strict)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_no_file_cites_the_methods_file_outside_the_repository():
 def test_every_cited_upper_case_document_exists_in_the_repository():
     """The same fault for any document: an upper-case Markdown file is cited only when it is shipped."""
     present = set()
-    for folder, subfolders, names in os.walk(ROOT):
+    for _folder, subfolders, names in os.walk(ROOT):
         subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "_build"]
         present.update(names)
     offenders = sorted(

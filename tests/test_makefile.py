@@ -56,7 +56,7 @@ def test_default_pins_torch_2_13_from_the_configured_index(tmp_path, target):
     assert first_tries and all("torch==2.13.0" in c for c in first_tries), first_tries
 
 
-@pytest.mark.parametrize("target", ["quickstart", "test", "test-quick"])
+@pytest.mark.parametrize("target", ["quickstart", "test", "test-fast", "test-quick"])
 def test_torch_spec_and_index_reach_every_pip_command(tmp_path, target):
     index = "https://download.example.invalid/whl/cpu"
     lines = _dry_run(tmp_path, target, "TORCH_SPEC=torch==2.99.1", f"TORCH_INDEX={index}")

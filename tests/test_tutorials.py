@@ -19,26 +19,33 @@ TEST_MARGIN_S = 60
 TUTORIAL_01_ATTRIBUTORS = {"pixels (function)", "embedding (class)", "grad_dot", "grad_cos (module:Name)", "random"}
 
 
+def _run(tmp_path: Path, script: str, *args: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs ``tutorials/<script> <args>`` in ``tmp_path`` (ground truth cached in ``tmp_path/cache``); fails on a non-zero exit."""
+    base = {k: v for k, v in os.environ.items() if k != "TDAEVAL_TUTORIAL_OUT"}
+    env = {**base, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    proc = subprocess.run([sys.executable, str(TUTORIALS / script), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _results(out_dir: Path) -> list[dict]:
+    """The entries of ``out_dir/results.json``."""
+    return json.loads((out_dir / "results.json").read_text())["results"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT_01_S + TEST_MARGIN_S)
 @pytest.mark.parametrize("out_via", ["argument", "environment"])
 def test_tutorial_01_runs(tmp_path, out_via):
     out_dir = tmp_path / "out"
-    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
-    args = [sys.executable, str(TUTORIALS / "01_plug_in_your_attributor.py")]
-    if out_via == "argument":
-        args.append(str(out_dir))
-        env.pop("TDAEVAL_TUTORIAL_OUT", None)
-    else:
-        env["TDAEVAL_TUTORIAL_OUT"] = str(out_dir)
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT_01_S)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    args, env = ([str(out_dir)], None) if out_via == "argument" else ([], {"TDAEVAL_TUTORIAL_OUT": str(out_dir)})
+    proc = _run(tmp_path, "01_plug_in_your_attributor.py", *args, env=env, timeout=SUBPROCESS_TIMEOUT_01_S)
 
-    results = out_dir / "results.json"
-    assert results.is_file(), proc.stdout + proc.stderr
-    doc = json.loads(results.read_text())
-    assert {r["attributor"] for r in doc["results"]} == TUTORIAL_01_ATTRIBUTORS
-    assert all(r["error"] is None and r["value"] is not None for r in doc["results"])
+    assert (out_dir / "results.json").is_file(), proc.stdout + proc.stderr
+    results = _results(out_dir)
+    assert {r["attributor"] for r in results} == TUTORIAL_01_ATTRIBUTORS
+    assert all(r["error"] is None and r["value"] is not None for r in results)
     for name in TUTORIAL_01_ATTRIBUTORS:
         assert name in proc.stdout  # the printed table
     # The ground truth went to TDAEVAL_CACHE_DIR, and nothing else was written next to the script.
@@ -49,17 +56,11 @@ def test_tutorial_01_runs(tmp_path, out_via):
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + TEST_MARGIN_S)
 def test_tutorial_02_compares_every_family_and_the_installed_adapters(tmp_path):
-    from tdaeval.attributors.adapters import AdapterAttributor
     from tdaeval.attributors import get
+    from tdaeval.attributors.adapters import AdapterAttributor
 
-    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, str(TUTORIALS / "02_compare_attributors.py"), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads((tmp_path / "out" / "results.json").read_text())
-    ran = {r["attributor"] for r in doc["results"] if r["error"] is None}
+    proc = _run(tmp_path, "02_compare_attributors.py", str(tmp_path / "out"), timeout=SUBPROCESS_TIMEOUT_S)
+    ran = {r["attributor"] for r in _results(tmp_path / "out") if r["error"] is None}
     assert {"grad_dot", "tracin", "influence (ekfac)", "source", "trak", "random", "captum TracInCP"} <= ran
     # every adapter whose library is installed here was run; the others are listed with their extra
     sys.path.insert(0, str(TUTORIALS))
@@ -80,14 +81,9 @@ def test_tutorial_02_compares_every_family_and_the_installed_adapters(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + TEST_MARGIN_S)
 def test_tutorial_03_ensembles_and_seed_noise(tmp_path):
-    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, str(TUTORIALS / "03_ensembles_and_seed_noise.py"), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads((tmp_path / "out" / "results.json").read_text())
-    ran = {r["attributor"]: r for r in doc["results"] if r["error"] is None}
+    proc = _run(tmp_path, "03_ensembles_and_seed_noise.py", str(tmp_path / "out"), timeout=SUBPROCESS_TIMEOUT_S)
+    results = _results(tmp_path / "out")
+    ran = {r["attributor"]: r for r in results if r["error"] is None}
     assert {"grad_dot naive I=8", "trak naive I=8", "grad_dot dropout K=4", "grad_dot lora K=4"} <= set(ran)
     assert ran["grad_dot lora K=4"]["cost"]["storage_bytes"] > 0  # the ensembles' cost split reaches the results
     noise = json.loads((tmp_path / "out" / "seed_noise.json").read_text())
@@ -95,20 +91,14 @@ def test_tutorial_03_ensembles_and_seed_noise(tmp_path):
     assert all(0.0 <= row["mean_p"] <= 1.0 for row in noise.values())
     # no number of the tutorial comes from a solve that did not converge (influence's CG, #13)
     assert "ConvergenceWarning" not in proc.stderr and "did not converge" not in proc.stderr
-    assert all(row["warnings"] == [] for row in noise.values()) and all(r["warnings"] == [] for r in doc["results"])
+    assert all(row["warnings"] == [] for row in noise.values()) and all(r["warnings"] == [] for r in results)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + TEST_MARGIN_S)
 def test_tutorial_04_gold_standards(tmp_path):
-    env = {**os.environ, "TDAEVAL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, str(TUTORIALS / "04_gold_standards.py"), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads((tmp_path / "out" / "results.json").read_text())
-    metrics = {(r["attributor"], r["metric"]) for r in doc["results"] if r["error"] is None}
+    _run(tmp_path, "04_gold_standards.py", str(tmp_path / "out"), timeout=SUBPROCESS_TIMEOUT_S)
+    metrics = {(r["attributor"], r["metric"]) for r in _results(tmp_path / "out") if r["error"] is None}
     for metric in ("lds", "loo", "topk_removal", "further_training"):
         assert ("grad_dot", metric) in metrics and ("random", metric) in metrics
     timings = json.loads((tmp_path / "out" / "timings.json").read_text())

@@ -23,9 +23,6 @@ Nothing is written into the repository.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -34,6 +31,8 @@ import tdaeval
 from tdaeval.attributors import Attributor
 from tdaeval.datasets import Data
 from tdaeval.tasks import DigitsTask
+
+from _common import exit_code, main, write_results
 
 # --- 1. A task: what is being explained --------------------------------------
 # DigitsTask holds the data (400 training and 40 test images here), builds the
@@ -99,15 +98,6 @@ class PenultimateSimilarity(Attributor):
         return scores
 
 
-def output_dir() -> Path:
-    """OUTPUT_DIR argument, else $TDAEVAL_TUTORIAL_OUT, else a new temporary directory."""
-    if len(sys.argv) > 1:
-        return Path(sys.argv[1])
-    if os.environ.get("TDAEVAL_TUTORIAL_OUT"):
-        return Path(os.environ["TDAEVAL_TUTORIAL_OUT"])
-    return Path(tempfile.mkdtemp(prefix="tdaeval-tutorial-"))
-
-
 def run(cache_dir: str, out_dir: Path) -> int:
     # --- 4. Evaluate: functions, instances, names and paths side by side -----
     # The dict keys are the names in the results. Built-ins go by registry
@@ -133,9 +123,7 @@ def run(cache_dir: str, out_dir: Path) -> int:
     # One table per metric, ranked by a paired bootstrap over test points:
     # "1–2" is a 95% rank interval, i.e. the data do not separate the first two.
     print(result.table())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "results.json"
-    result.to_json(path)  # the versioned document: values, CIs, per-test values, cost, provenance
+    path = write_results(result, out_dir)  # the versioned document: values, CIs, per-test values, cost, provenance
     print(f"\nwrote {path}")
 
     # Single numbers are available too: value, 95% CI, per-test values, NaNs skipped.
@@ -151,18 +139,8 @@ def run(cache_dir: str, out_dir: Path) -> int:
         problems.append(f"attributors that could not run: {[e.attributor for e in result.failures()]}")
     if not grad_dot.value > random.value:
         problems.append(f"grad_dot's LDS ({grad_dot.value:.3f}) is not above random's ({random.value:.3f})")
-    for problem in problems:
-        print(f"unexpected: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def main() -> int:
-    out_dir = output_dir()
-    if os.environ.get("TDAEVAL_CACHE_DIR"):
-        return run(os.environ["TDAEVAL_CACHE_DIR"], out_dir)
-    with tempfile.TemporaryDirectory(prefix="tdaeval-cache-") as cache_dir:
-        return run(cache_dir, out_dir)
+    return exit_code(problems)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run))

@@ -23,9 +23,7 @@ the end.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import tdaeval
@@ -33,8 +31,9 @@ from tdaeval.attributors import get
 from tdaeval.attributors.adapters import AdapterAttributor
 from tdaeval.tasks import DigitsTask
 
+from _common import exit_code, main, write_results
+
 FULL = "--full" in sys.argv
-ARGS = [a for a in sys.argv[1:] if a != "--full"]
 
 # --- 1. The task --------------------------------------------------------------
 task = DigitsTask() if FULL else DigitsTask(n_train=400, n_test=40)
@@ -92,14 +91,6 @@ def contenders() -> tuple[dict[str, object], list[str]]:
     return chosen, missing
 
 
-def output_dir() -> Path:
-    if ARGS:
-        return Path(ARGS[0])
-    if os.environ.get("TDAEVAL_TUTORIAL_OUT"):
-        return Path(os.environ["TDAEVAL_TUTORIAL_OUT"])
-    return Path(tempfile.mkdtemp(prefix="tdaeval-tutorial-"))
-
-
 def run(cache_dir: str, out_dir: Path) -> int:
     attributors, missing = contenders()
     # --- 3. Evaluate: one ground truth, every attributor -----------------------
@@ -124,10 +115,7 @@ def run(cache_dir: str, out_dir: Path) -> int:
         print("\nnot run here (library not installed):")
         for line in missing:
             print(f"  {line}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "results.json"
-    result.to_json(path)
-    print(f"\nwrote {path}")
+    print(f"\nwrote {write_results(result, out_dir)}")
 
     # --- 5. Sanity checks (the tutorial's test relies on the exit code) -------
     problems = [f"{e.attributor} could not run: {e.error}" for e in result.failures()]
@@ -137,18 +125,8 @@ def run(cache_dir: str, out_dir: Path) -> int:
         problems.append(f"grad_cos ({lds.get('grad_cos')}) is not above random ({lds.get('random')})")
     if "captum TracInCP" in lds and abs(lds["captum TracInCP"] - lds["tracin"]) > 0.02:
         problems.append(f"captum's TracInCP ({lds['captum TracInCP']:.3f}) and ours ({lds['tracin']:.3f}) disagree")
-    for problem in problems:
-        print(f"unexpected: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def main() -> int:
-    out_dir = output_dir()
-    if os.environ.get("TDAEVAL_CACHE_DIR"):
-        return run(os.environ["TDAEVAL_CACHE_DIR"], out_dir)
-    with tempfile.TemporaryDirectory(prefix="tdaeval-cache-") as cache_dir:
-        return run(cache_dir, out_dir)
+    return exit_code(problems)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run))

@@ -30,9 +30,7 @@ temporary directory removed at the end.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import tdaeval
@@ -42,8 +40,9 @@ from tdaeval.errors import collect_warnings
 from tdaeval.tasks import DigitsTask
 from tdaeval.training import train_model
 
+from _common import exit_code, main, write_results
+
 FULL = "--full" in sys.argv
-ARGS = [a for a in sys.argv[1:] if a != "--full"]
 
 task = DigitsTask() if FULL else DigitsTask(n_train=400, n_test=40)
 N_SUBSETS = 100 if FULL else 20
@@ -63,14 +62,6 @@ CHEAP = {
     f"grad_dot lora K={MEMBERS}": lora("grad_dot", n_adapters=MEMBERS, rank=4, steps=100),
     "grad_dot checkpoints C=6": checkpoints("grad_dot", n_checkpoints=6),
 }
-
-
-def output_dir() -> Path:
-    if ARGS:
-        return Path(ARGS[0])
-    if os.environ.get("TDAEVAL_TUTORIAL_OUT"):
-        return Path(os.environ["TDAEVAL_TUTORIAL_OUT"])
-    return Path(tempfile.mkdtemp(prefix="tdaeval-tutorial-"))
 
 
 def seed_noise() -> dict[str, dict]:
@@ -109,8 +100,7 @@ def run(cache_dir: str, out_dir: Path) -> int:
         on_error="record",
     )
     print(result.table())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.to_json(out_dir / "results.json")
+    write_results(result, out_dir)
 
     lds = {e.attributor: e.result.value for e in result.entries if e.result is not None}
     cost = {e.attributor: e.cost for e in result.entries}
@@ -138,18 +128,8 @@ def run(cache_dir: str, out_dir: Path) -> int:
     problems += [f"seed noise of {label}: {w}" for label, row in noise.items() for w in row["warnings"]]
     if not all(0.0 <= row["fraction_p_below_0.05"] <= 1.0 for row in noise.values()):
         problems.append("a fraction of reliable pairs outside [0, 1]")
-    for problem in problems:
-        print(f"unexpected: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def main() -> int:
-    out_dir = output_dir()
-    if os.environ.get("TDAEVAL_CACHE_DIR"):
-        return run(os.environ["TDAEVAL_CACHE_DIR"], out_dir)
-    with tempfile.TemporaryDirectory(prefix="tdaeval-cache-") as cache_dir:
-        return run(cache_dir, out_dir)
+    return exit_code(problems)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run))

@@ -25,9 +25,7 @@ directory removed at the end.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +33,9 @@ import tdaeval
 from tdaeval.suites import SuiteResult
 from tdaeval.tasks import DigitsTask
 
+from _common import exit_code, main, write_results
+
 FULL = "--full" in sys.argv
-ARGS = [a for a in sys.argv[1:] if a != "--full"]
 
 task = DigitsTask() if FULL else DigitsTask(n_train=400, n_test=40)
 ATTRIBUTORS = ["grad_dot", "grad_cos", "tracin", "influence", "trak", "random"]
@@ -54,14 +53,6 @@ METRICS = {
 }
 
 
-def output_dir() -> Path:
-    if ARGS:
-        return Path(ARGS[0])
-    if os.environ.get("TDAEVAL_TUTORIAL_OUT"):
-        return Path(os.environ["TDAEVAL_TUTORIAL_OUT"])
-    return Path(tempfile.mkdtemp(prefix="tdaeval-tutorial-"))
-
-
 def run(cache_dir: str, out_dir: Path) -> int:
     # One evaluate() per gold standard, so that each one's wall time (ground
     # truth + attributors) can be read separately; the reference model and
@@ -76,8 +67,7 @@ def run(cache_dir: str, out_dir: Path) -> int:
         print(result.table())
         print(f"({name}: {timings[name]:.1f} s)\n")
     combined = SuiteResult(entries=entries, task=result.task, provenance=result.provenance)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    combined.to_json(out_dir / "results.json")
+    write_results(combined, out_dir)
     (out_dir / "timings.json").write_text(json.dumps(timings, indent=2))
 
     print("value of each attributor under each gold standard (95% CI in results.json)")
@@ -97,18 +87,8 @@ def run(cache_dir: str, out_dir: Path) -> int:
     problems = [f"{e.attributor} on {e.metric}: {e.error}" for e in combined.failures()]
     if combined.get("grad_cos", "topk_removal").value <= combined.get("random", "topk_removal").value:
         problems.append("removing grad_cos's top-scored points hurt less than removing random ones")
-    for problem in problems:
-        print(f"unexpected: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def main() -> int:
-    out_dir = output_dir()
-    if os.environ.get("TDAEVAL_CACHE_DIR"):
-        return run(os.environ["TDAEVAL_CACHE_DIR"], out_dir)
-    with tempfile.TemporaryDirectory(prefix="tdaeval-cache-") as cache_dir:
-        return run(cache_dir, out_dir)
+    return exit_code(problems)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run))
