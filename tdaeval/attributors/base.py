@@ -63,6 +63,12 @@ class Attributor(ValidatedInit, ABC):
     _display_name: str | None = None
     #: Whether :meth:`fit` needs the checkpoints of the training run (read it through :meth:`needs_checkpoints`).
     requires_checkpoints: ClassVar[bool] = False
+    #: What the attributor spent beyond its own fit and attribution, for attributors that track it (ensembles,
+    #: the seed posterior): ``members``, ``training_seconds`` (extra models trained), ``serving_seconds``
+    #: (fitting and attributing with the members, accumulated over calls) and ``storage_bytes`` (what serving
+    #: again needs stored). Empty for the others; :meth:`fit` starts each fit with an empty dict of the
+    #: instance's own; results record the numbers next to the measured times.
+    cost_: dict[str, float] = {}
 
     def fit(
         self,
@@ -100,6 +106,7 @@ class Attributor(ValidatedInit, ABC):
         self.model_ = model
         self.train_ = train
         self.checkpoints_ = list(checkpoints) if checkpoints is not None else None
+        self.cost_ = {}
         if self.needs_checkpoints():
             self._checkpoints()
         self._fit()
@@ -121,6 +128,47 @@ class Attributor(ValidatedInit, ABC):
                 "(tdaeval.training.train_model(..., n_checkpoints=k) records them)."
             )
         return self.checkpoints_
+
+    def _checkpoint_params(self, index: int, checkpoint: Any, *, exact: bool = False, bare_dict: bool = False) -> dict[str, Tensor]:
+        """The parameters of checkpoint ``index`` passed to :meth:`fit`, checked by name against the fitted model's.
+
+        Parameters
+        ----------
+        index : int
+            The checkpoint's position (named in messages).
+        checkpoint : Checkpoint
+            A :class:`~tdaeval.training.Checkpoint`, or anything with a ``params`` dict.
+        exact : bool
+            Require all of the model's parameters (default: some of them, the rest held at the model's values).
+        bare_dict : bool
+            Also accept the parameters dict itself in place of a checkpoint.
+
+        Returns
+        -------
+        dict of str to Tensor
+            The checkpoint's ``params``, as given.
+
+        Raises
+        ------
+        AttributorError
+            Naming the attributor and the checkpoint: no ``params`` dict, a name the model does not have, or (``exact``) one it lacks.
+        """
+        params = checkpoint if bare_dict and isinstance(checkpoint, dict) else getattr(checkpoint, "params", None)
+        if not isinstance(params, dict):
+            accepted = "a tdaeval.training.Checkpoint" + (" or a dict of parameters" if bare_dict else " (with a 'params' dict)")
+            raise AttributorError(
+                f"Attributor {self.display_name!r}: checkpoint {index} must be {accepted}. Got {type(checkpoint).__name__}."
+            )
+        names = {name for name, _ in self.model_.named_parameters()}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise AttributorError(
+                f"Attributor {self.display_name!r}: checkpoint {index} holds parameters the model does not have: {unknown[:5]}."
+            )
+        missing = sorted(names - set(params)) if exact else []
+        if missing:
+            raise AttributorError(f"Attributor {self.display_name!r}: checkpoint {index} lacks the model's parameters {missing[:5]}.")
+        return params
 
     def _fit(self) -> None:
         """Train-side work (per-sample gradients, factorizations); optional."""

@@ -24,10 +24,11 @@ the efficiency claims of the paper can be checked on equal terms.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -113,7 +114,73 @@ def base_attributor(attributor: str | Attributor, attributor_params: dict[str, A
     )
 
 
-class Ensemble(Attributor):
+class WrappingAttributor(Attributor):
+    """Shared by the ensembles and the seed posterior: copies of a base attributor fitted to member models.
+
+    Subclasses keep the base with :meth:`_keep_base` and provide
+    :meth:`_members` (the member models; the time spent there counts as
+    training), :meth:`_fit_members` and :meth:`_storage_bytes`; :meth:`_fit`
+    times them and fills :attr:`cost_`, and :meth:`_serving` adds the time of
+    attribution to it.
+    """
+
+    _parameter_constraints = {
+        "attributor": [Instance(str, "a registry name"), Instance(Attributor, "an Attributor instance")],
+        "attributor_params": [None, Instance(dict)],
+        "seed": [Interval(int, 0, None)],
+        "device": DEVICE_CONSTRAINT,
+    }
+
+    def _keep_base(self, attributor: str | Attributor, attributor_params: dict[str, Any] | None) -> None:
+        """Set ``template_`` (the unfitted base attributor) and ``attributor`` / ``attributor_params`` as reported."""
+        self.template_ = base_attributor(attributor, attributor_params, type(self).__name__)
+        self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name
+        self.attributor_params = dict(attributor_params or {})
+
+    @property
+    def display_name(self) -> str:
+        return self._display_name or f"{self.name}({self.template_.display_name})"
+
+    # --- what subclasses provide ------------------------------------------------------------------------
+    def _members(self) -> Any:
+        """The member models (and the checkpoints their copies get); the time spent here counts as training."""
+        raise NotImplementedError
+
+    def _fit_members(self, members: Any) -> int:
+        """Fit copies of the base attributor to ``members``; returns how many score at attribution."""
+        raise NotImplementedError
+
+    def _storage_bytes(self, members: Any) -> int:
+        """Bytes needed to serve again."""
+        raise NotImplementedError
+
+    # --- the mechanics ----------------------------------------------------------------------------------
+    def _fit(self) -> None:
+        start = time.perf_counter()
+        members = self._members()
+        training = time.perf_counter() - start
+        start = time.perf_counter()
+        n_members = self._fit_members(members)
+        self.cost_ = {
+            "members": n_members,
+            "training_seconds": training,
+            "serving_seconds": time.perf_counter() - start,
+            "storage_bytes": self._storage_bytes(members),
+        }
+
+    def _fitted_copy(self, model: nn.Module, checkpoints: list | None) -> Attributor:
+        """A copy of the base attributor fitted to ``model`` (with ``checkpoints``)."""
+        return copy.deepcopy(self.template_).fit(self.task_, model, self.train_, checkpoints=checkpoints)
+
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Add the time spent inside to ``cost_["serving_seconds"]``."""
+        start = time.perf_counter()
+        yield
+        self.cost_["serving_seconds"] += time.perf_counter() - start
+
+
+class Ensemble(WrappingAttributor):
     """Mean of a base attributor's scores over members; subclasses say what the members are.
 
     Parameters
@@ -135,13 +202,7 @@ class Ensemble(Attributor):
     """
 
     name = "ensemble"
-    _parameter_constraints = {
-        "attributor": [Instance(str, "a registry name"), Instance(Attributor, "an Attributor instance")],
-        "attributor_params": [None, Instance(dict)],
-        "seed": [Interval(int, 0, None)],
-        "device": DEVICE_CONSTRAINT,
-        "batch_members": [Boolean()],
-    }
+    _parameter_constraints = {**WrappingAttributor._parameter_constraints, "batch_members": [Boolean()]}
 
     def __init__(
         self,
@@ -152,17 +213,11 @@ class Ensemble(Attributor):
         batch_members: bool = True,
     ) -> None:
         self.batch_members = batch_members
-        self.template_ = base_attributor(attributor, attributor_params, type(self).__name__)
+        self._keep_base(attributor, attributor_params)
         if isinstance(self.template_, Ensemble):
             raise ConfigError(f"The 'attributor' parameter of {type(self).__name__} cannot itself be an ensemble.")
-        self.attributor = attributor if isinstance(attributor, str) else self.template_.display_name
-        self.attributor_params = dict(attributor_params or {})
         self.seed = seed
         self.device = device
-
-    @property
-    def display_name(self) -> str:
-        return self._display_name or f"{self.name}({self.template_.display_name})"
 
     # --- what subclasses provide ------------------------------------------------------------------------
     def _members(self) -> list[tuple[nn.Module, list | None]]:
@@ -174,11 +229,7 @@ class Ensemble(Attributor):
         return sum(parameter_bytes(model) for model, _ in members)
 
     # --- the mechanics ----------------------------------------------------------------------------------
-    def _fit(self) -> None:
-        start = time.perf_counter()
-        members = self._members()
-        training = time.perf_counter() - start
-        start = time.perf_counter()
+    def _fit_members(self, members: Sequence[tuple[nn.Module, list | None]]) -> int:
         self.member_models_ = [model for model, _ in members]
         self.stack_ = self._stack(self.member_models_)
         self.members_: list[Attributor] = []
@@ -186,16 +237,8 @@ class Ensemble(Attributor):
             self.train_factors_ = self.stack_.factors(self.task_.loss, self.train_, self.template_.chunk_size)
             self.train_norms_ = self._norms(self.train_factors_)
         else:
-            for model, member_checkpoints in members:
-                member = copy.deepcopy(self.template_)
-                member.fit(self.task_, model, self.train_, checkpoints=member_checkpoints)
-                self.members_.append(member)
-        self.cost_ = {
-            "members": len(members),
-            "training_seconds": training,
-            "serving_seconds": time.perf_counter() - start,
-            "storage_bytes": self._storage_bytes(members),
-        }
+            self.members_ = [self._fitted_copy(model, member_checkpoints) for model, member_checkpoints in members]
+        return len(members)
 
     def _stack(self, models: list[nn.Module]) -> MemberStack | None:
         """The members stacked for the batched Grad-Dot / Grad-Cos path, or None (member by member)."""
@@ -212,17 +255,16 @@ class Ensemble(Attributor):
         return MemberStack.sq_norms(factors).sqrt().clamp_min(1e-12)
 
     def _attribute(self, test: Data) -> Tensor:
-        start = time.perf_counter()
-        if self.stack_ is not None:
-            test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self.template_.chunk_size)
-            scores = MemberStack.mean_products(test_factors, self.train_factors_, self._norms(test_factors), self.train_norms_)
-        else:
-            total = None
-            for member in self.members_:
-                member_scores = member.attribute(test).double()
-                total = member_scores if total is None else total + member_scores
-            scores = (total / len(self.members_)).float()
-        self.cost_["serving_seconds"] += time.perf_counter() - start
+        with self._serving():
+            if self.stack_ is not None:
+                test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self.template_.chunk_size)
+                scores = MemberStack.mean_products(test_factors, self.train_factors_, self._norms(test_factors), self.train_norms_)
+            else:
+                total = None
+                for member in self.members_:
+                    member_scores = member.attribute(test).double()
+                    total = member_scores if total is None else total + member_scores
+                scores = (total / len(self.members_)).float()
         return scores
 
 
@@ -507,26 +549,18 @@ class DropoutEnsemble(Ensemble):
         # The masks are regenerated from seeds: only the trained models are stored.
         return sum(parameter_bytes(model) for model in self._bases)
 
-    def _fit(self) -> None:
+    def _fit_members(self, members: Sequence[tuple[nn.Module, list | None]]) -> int:
         if not self.trak_q_only:
-            return super()._fit()
-        start = time.perf_counter()
-        members = self._members()  # I·K masked models, pass-major within each base model
-        training = time.perf_counter() - start
-        start = time.perf_counter()
+            return super()._fit_members(members)
+        # members: I·K masked models, pass-major within each base model
         self.member_models_, self.stack_, self.members_ = [model for model, _ in members], None, []
         for m, base in enumerate(self._bases):
-            trak = copy.deepcopy(self.template_).fit(self.task_, base, self.train_, checkpoints=None)
+            trak = self._fitted_copy(base, None)
             masked = [model for model, _ in members[m * self.n_passes : (m + 1) * self.n_passes]]
             # Q from the masked forward passes; gradients and kernel stay those of the unmasked model.
             trak.q_ = torch.stack([trak._q(model, self.train_) for model in masked]).mean(0)
             self.members_.append(trak)
-        self.cost_ = {
-            "members": len(self.members_),
-            "training_seconds": training,
-            "serving_seconds": time.perf_counter() - start,
-            "storage_bytes": self._storage_bytes(members),
-        }
+        return len(self.members_)
 
 
 def naive(attributor: str | Attributor = "grad_dot", n_models: int = 4, **params: Any) -> NaiveEnsemble:

@@ -243,16 +243,36 @@ def gradient_set(
     return GradientSet(dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device))
 
 
-#: The constructor parameters of the gradient attributors (Grad-Dot, Grad-Cos, TracIn).
-_GRADIENT_CONSTRAINTS = {
-    "chunk_size": [Interval(int, 1, None)],
-    "device": DEVICE_CONSTRAINT,
-    "factorized": [None, Boolean()],
-}
+class _GradientAttributor(Attributor):
+    """Shared by Grad-Dot, Grad-Cos and TracIn: their parameters, per-example gradients, scores chunk by chunk.
+
+    Subclasses implement :meth:`_fit`, :meth:`_prepare_chunks` and :meth:`_attribute_chunk`.
+    """
+
+    _parameter_constraints = {
+        "chunk_size": [Interval(int, 1, None)],
+        "device": DEVICE_CONSTRAINT,
+        "factorized": [None, Boolean()],
+    }
+
+    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
+        self.chunk_size = chunk_size
+        self.device = device
+        self.factorized = factorized
+
+    def _gradients(self, objective, data: Data, params: dict[str, Tensor] | None = None) -> GradientSet:
+        """Per-example gradients of ``objective`` on ``data`` at ``params`` (default: the fitted model's)."""
+        return gradient_set(
+            self.model_, objective, data, params=params, chunk_size=self.chunk_size, device=self.device,
+            factorized=self.factorized,
+        )
+
+    def _attribute(self, test: Data) -> Tensor:
+        return self._attribute_chunk(self._prepare_chunks(test), 0, len(self.train_))
 
 
 @register
-class GradDot(Attributor):
+class GradDot(_GradientAttributor):
     """Grad-Dot: ``score(z, z_i) = ∇(-f)(z) · ∇L(z_i)`` at the final model.
 
     Parameters
@@ -267,27 +287,11 @@ class GradDot(Attributor):
 
     name = "grad_dot"
     normalize = False
-    _parameter_constraints = _GRADIENT_CONSTRAINTS
-
-    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
-        self.chunk_size = chunk_size
-        self.device = device
-        self.factorized = factorized
-
-    def _gradients(self, objective, data: Data, params: dict[str, Tensor] | None = None) -> GradientSet:
-        return gradient_set(
-            self.model_, objective, data, params=params, chunk_size=self.chunk_size, device=self.device,
-            factorized=self.factorized,
-        )
 
     def _fit(self) -> None:
         self.model_.eval()
         self.train_grads_ = self._gradients(self.task_.loss, self.train_)
         self.train_norms_ = self.train_grads_.sq_norms().sqrt().clamp_min(1e-12) if self.normalize else None
-
-    def _attribute(self, test: Data) -> Tensor:
-        prepared = self._prepare_chunks(test)
-        return self._attribute_chunk(prepared, 0, len(self.train_))
 
     def _prepare_chunks(self, test: Data) -> tuple[GradientSet, Tensor | None]:
         test_grads = self._gradients(_measurement_objective(self.task_), test)
@@ -317,12 +321,7 @@ class GradDot(Attributor):
 class GradCos(GradDot):
     """Grad-Cos: cosine similarity of the Grad-Dot gradients.
 
-    Parameters
-    ----------
-    chunk_size : int
-        Examples per per-sample-gradient call.
-    device : str, optional
-        Where to compute (default: the model's device).
+    Parameters are those of :class:`GradDot`.
     """
 
     name = "grad_cos"
@@ -330,7 +329,7 @@ class GradCos(GradDot):
 
 
 @register
-class TracIn(Attributor):
+class TracIn(_GradientAttributor):
     """TracIn over checkpoints: ``Σ_c η_c ∇(-f)_c(z) · ∇L_c(z_i)``.
 
     Needs the checkpoints of the training run (``fit(..., checkpoints=...)``;
@@ -338,31 +337,16 @@ class TracIn(Attributor):
 
     Parameters
     ----------
-    chunk_size : int
-        Examples per gradient pass.
-    device : str, optional
-        Where to compute (default: the model's device).
-    factorized : bool, optional
-        Layer-wise factorisation for models of ``nn.Linear`` / ``nn.Conv2d`` layers (default: when it applies).
+    chunk_size, device, factorized
+        As :class:`GradDot`.
     """
 
     name = "tracin"
     requires_checkpoints = True
-    _parameter_constraints = _GRADIENT_CONSTRAINTS
-
-    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
-        self.chunk_size = chunk_size
-        self.device = device
-        self.factorized = factorized
-
-    _gradients = GradDot._gradients
 
     def _fit(self) -> None:
         self.model_.eval()
         self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self._checkpoints()]
-
-    def _attribute(self, test: Data) -> Tensor:
-        return self._attribute_chunk(self._prepare_chunks(test), 0, len(self.train_))
 
     def _prepare_chunks(self, test: Data) -> list[GradientSet]:
         objective = _measurement_objective(self.task_)

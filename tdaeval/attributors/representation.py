@@ -70,8 +70,24 @@ def penultimate_features(model: nn.Module, data: Data, layer: str | None = None,
     return features.float(), torch.cat(outputs)
 
 
+class _OutputLayerAttributor(Attributor):
+    """Shared by the attributors of the output layer's input embeddings: the layer, the device, the forward passes."""
+
+    _parameter_constraints = {"layer": [None, Instance(str)], "device": DEVICE_CONSTRAINT}
+
+    def __init__(self, layer: str | None = None, device: str | None = None) -> None:
+        self.layer, self.device = layer, device
+
+    def _features(self, data: Data) -> tuple[Tensor, Tensor]:
+        """Embeddings ``[n, d]`` and outputs ``[n, ...]`` of ``data`` through the fitted model's copy on ``device``."""
+        return penultimate_features(self.net_, data, self.layer)
+
+    def _fit(self) -> None:
+        self.net_ = model_on_device(self.model_, self.device)
+
+
 @register
-class Similarity(Attributor):
+class Similarity(_OutputLayerAttributor):
     """Cosine similarity of last-layer input embeddings (a heuristic: similar = supports).
 
     Parameters
@@ -84,23 +100,19 @@ class Similarity(Attributor):
     """
 
     name = "similarity"
-    _parameter_constraints = {"layer": [None, Instance(str)], "device": DEVICE_CONSTRAINT}
-
-    def __init__(self, layer: str | None = None, device: str | None = None) -> None:
-        self.layer, self.device = layer, device
 
     def _fit(self) -> None:
-        self.net_ = model_on_device(self.model_, self.device)
-        features, _ = penultimate_features(self.net_, self.train_, self.layer)
+        super()._fit()
+        features, _ = self._features(self.train_)
         self.train_features_ = nn.functional.normalize(features, dim=1)
 
     def _attribute(self, test: Data) -> Tensor:
-        features, _ = penultimate_features(self.net_, test, self.layer)
+        features, _ = self._features(test)
         return nn.functional.normalize(features, dim=1) @ self.train_features_.T
 
 
 @register
-class Representer(Attributor):
+class Representer(_OutputLayerAttributor):
     """Representer points (Yeh et al. 2018) on the output layer of the trained model.
 
     The output ``Φ(x) = W f(x) + b`` decomposes as ``Σ_i α_i f_iᵀ f(x)`` with
@@ -112,18 +124,11 @@ class Representer(Attributor):
 
     Parameters
     ----------
-    layer : str, optional
-        Name of the output ``nn.Linear`` (default: the last one).
-    device : str, optional
-        Where to run the forward passes (default: the model's device; a copy
-        of the model is moved, never the caller's).
+    layer, device
+        As :class:`Similarity` (``layer``: the output ``nn.Linear``).
     """
 
     name = "representer"
-    _parameter_constraints = {"layer": [None, Instance(str)], "device": DEVICE_CONSTRAINT}
-
-    def __init__(self, layer: str | None = None, device: str | None = None) -> None:
-        self.layer, self.device = layer, device
 
     def _output_grads(self, outputs: Tensor, targets: Tensor, fn) -> Tensor:
         def one(out: Tensor, y: Tensor) -> Tensor:
@@ -132,13 +137,13 @@ class Representer(Attributor):
         return vmap(grad(one))(outputs, targets.to(outputs.device))
 
     def _fit(self) -> None:
-        self.net_ = model_on_device(self.model_, self.device)
-        features, outputs = penultimate_features(self.net_, self.train_, self.layer)
+        super()._fit()
+        features, outputs = self._features(self.train_)
         self.train_features_ = features
         self.alpha_ = -self._output_grads(outputs, self.train_.targets, self.task_.loss).reshape(len(self.train_), -1).float()
 
     def _attribute(self, test: Data) -> Tensor:
-        features, outputs = penultimate_features(self.net_, test, self.layer)
+        features, outputs = self._features(test)
         sign = 1.0 if self.task_.higher_is_better else -1.0
         d_measure = sign * self._output_grads(outputs, test.targets, self.task_.measurement).reshape(len(test), -1).float()
         kernel = features @ self.train_features_.T  # [n_test, n_train]

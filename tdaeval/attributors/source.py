@@ -156,7 +156,7 @@ class Source(Attributor):
         recipe = self.task_.recipe
         momentum = recipe.momentum if self.momentum is None else self.momentum
         steps = self.steps_per_epoch or math.ceil(len(self.train_) / recipe.batch_size)
-        self.weight_decay_ = float(getattr(recipe, "weight_decay", 0.0))
+        self.weight_decay_ = float(recipe.weight_decay)
         n_segments = min(self.n_segments, len(checkpoints))
         if n_segments < self.n_segments:
             warnings.warn(

@@ -10,7 +10,7 @@ from torch import Tensor
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.errors import ConfigError
 from tdaeval.hashing import derive_seed
 from tdaeval.params import Boolean, Interval
 from tdaeval.training import train_models
@@ -131,13 +131,7 @@ class TRAK(Attributor):
         """One copy of the fitted model per checkpoint, holding that checkpoint's parameters."""
         models = []
         for k, checkpoint in enumerate(self._checkpoints()):
-            params = getattr(checkpoint, "params", None)
-            names = dict(self.model_.named_parameters())
-            if not isinstance(params, dict) or set(params) != set(names):
-                raise AttributorError(
-                    f"Attributor 'trak': checkpoint {k} must hold a 'params' dict with exactly the model's "
-                    f"parameters {sorted(names)[:5]}..."
-                )
+            params = self._checkpoint_params(k, checkpoint, exact=True)
             model = copy.deepcopy(self.model_)
             with torch.no_grad():
                 for name, param in model.named_parameters():

@@ -6,19 +6,26 @@ import inspect
 import math
 import platform
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, NoTruth
+from tdaeval.params import Interval, ValidatedInit, validate_params
 from tdaeval.registry import Registry
 from tdaeval.scores import Attribution
 
-__all__ = ["METRICS", "Metric", "MetricResult", "register_metric", "get_metric", "metric_class", "metric_names", "as_score_matrix",
-           "check_n_bootstrap"]
+__all__ = ["METRICS", "Metric", "RetrainingMetric", "ScoresOnlyMetric", "MetricResult", "register_metric", "get_metric", "metric_class",
+           "metric_names", "as_score_matrix", "check_n_bootstrap", "N_BOOTSTRAP_CONSTRAINT", "SEED_CONSTRAINT"]
+
+#: What every metric's ``n_bootstrap`` accepts (fewer resamples give no usable interval).
+N_BOOTSTRAP_CONSTRAINT = [Interval(int, 10, None)]
+#: What every metric's ``seed`` accepts (as the attributors' ``seed``).
+SEED_CONSTRAINT = [Interval(int, 0, None)]
 
 
 @dataclass
@@ -94,10 +101,13 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class Metric(ABC):
+class Metric(ValidatedInit, ABC):
     """Compares attribution scores with a gold standard.
 
-    The contract: a subclass sets the class attributes below, builds its
+    The contract: a subclass sets the class attributes below, declares what
+    each constructor parameter accepts in ``_parameter_constraints`` (checked
+    before the constructor body runs, :class:`tdaeval.params.ValidatedInit`;
+    checks relating two parameters stay in the constructor), builds its
     ground truth (a :class:`~tdaeval.groundtruth.truths.GroundTruth` of type
     ``truth_type``) in :meth:`build_truth` and compares scores with it in
     :meth:`compute`, both with the signatures declared here. ``compute``
@@ -131,6 +141,11 @@ class Metric(ABC):
         constructor sets it, 2000 unless its docstring says otherwise).
     seed : int
         Seed of the bootstrap (and of whatever else the metric draws).
+    _parameter_constraints : dict
+        Constructor parameter → what it accepts (:mod:`tdaeval.params`). The
+        base declares ``n_bootstrap`` (an integer >= 10) and ``seed`` (an
+        integer >= 0); a subclass extends it:
+        ``{**Metric._parameter_constraints, "k": [Interval(int, 1, None)]}``.
     """
 
     name: ClassVar[str] = "metric"
@@ -142,6 +157,10 @@ class Metric(ABC):
     groundtruth_params: ClassVar[frozenset[str]] = frozenset()
     n_bootstrap: int = 2000
     seed: int = 0
+    _parameter_constraints: ClassVar[dict[str, Any]] = {"n_bootstrap": N_BOOTSTRAP_CONSTRAINT, "seed": SEED_CONSTRAINT}
+
+    def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
+        self.n_bootstrap, self.seed = n_bootstrap, seed
 
     @abstractmethod
     def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
@@ -198,6 +217,17 @@ class Metric(ABC):
             raise ConfigError(f"Metric {self.name!r} expects scores of shape [{want}] to match its ground truth. Got {tuple(scores.shape)}.")
         return scores
 
+    def _columns(self, scores: Tensor, index: Tensor, verb: str) -> Tensor:
+        """``scores[:, index]`` as float64 ``[n_test, k]``: the columns of the training points a truth sampled.
+
+        ``verb`` says what the truth did to them ("removes", "leaves out") in
+        the one-line ``ConfigError`` raised when an index is past the scores' columns.
+        """
+        if int(index.max()) >= scores.shape[1]:
+            raise ConfigError(f"Metric {self.name!r}: the ground truth {verb} training index {int(index.max())} "
+                              f"but the scores have only {scores.shape[1]} columns.")
+        return scores[:, index].double()
+
     def _bootstrap_result(self, per_example: Tensor, provenance: dict[str, Any], higher_is_better: bool | None = None) -> MetricResult:
         """The result whose value is the mean of ``per_example``, with a bootstrap CI (``self.n_bootstrap``, ``self.seed``).
 
@@ -220,6 +250,36 @@ class Metric(ABC):
         return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self" and hasattr(self, p)}
 
 
+class ScoresOnlyMetric(Metric):
+    """A metric without a gold standard: it reads only the scores (``truth_type`` is :class:`~tdaeval.groundtruth.truths.NoTruth`)."""
+
+    truth_type = NoTruth
+
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> NoTruth:
+        """No gold standard: :data:`~tdaeval.groundtruth.truths.NO_TRUTH`."""
+        return NO_TRUTH
+
+
+class RetrainingMetric(Metric):
+    """A metric whose ground truth is retrained from its spec (``self.spec``) by one builder function.
+
+    A subclass sets ``builder`` (``staticmethod(build_..._groundtruth)``, called
+    as ``builder(task, spec, store, executor=, device=, progress=)``) and
+    ``self.spec`` in its constructor; :meth:`build_truth` is then inherited.
+    """
+
+    #: Builds (or loads from the store) the ground truth of ``self.spec``.
+    builder: ClassVar[Callable[..., GroundTruth]]
+    #: The ground-truth spec (a frozen dataclass that validates itself).
+    spec: Any
+
+    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
+                    progress: Any = None) -> GroundTruth:
+        """Train (or load from ``store``) the models ``self.spec`` asks for, with the class's ``builder``."""
+        return self.builder(task, self.spec, store, executor=executor, device=device, progress=progress)
+
+
 #: The metrics by name (``tdaeval ls``); :func:`register_metric`, :func:`get_metric` and friends read and write it.
 METRICS: Registry[Metric] = Registry("metric", Metric)
 
@@ -235,8 +295,12 @@ def metric_names() -> list[str]:
 
 
 def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
-    """``n_bootstrap`` when it is an integer >= 10, else a ``ConfigError`` naming ``owner``."""
-    check_int_at_least("n_bootstrap", owner, n_bootstrap, 10)
+    """``n_bootstrap`` when it is an integer >= 10, else a ``ConfigError`` naming ``owner``.
+
+    Metrics declare ``n_bootstrap`` in ``_parameter_constraints`` instead; this
+    is for code that takes a resample count outside a constructor.
+    """
+    validate_params(owner, {"n_bootstrap": n_bootstrap}, {"n_bootstrap": N_BOOTSTRAP_CONSTRAINT})
     return n_bootstrap
 
 

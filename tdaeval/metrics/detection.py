@@ -10,7 +10,8 @@ from torch import Tensor
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, MaskTruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.params import Interval
 
 __all__ = ["MislabelDetection"]
 
@@ -55,10 +56,11 @@ class MislabelDetection(Metric):
     bounds = (0.0, 1.0)
     truth_type = MaskTruth
     needs_attributor = True
+    _parameter_constraints = {**Metric._parameter_constraints, "chunk_size": [Interval(int, 1, None)]}
 
     def __init__(self, n_bootstrap: int = 2000, seed: int = 0, chunk_size: int = 256) -> None:
-        check_n_bootstrap("MislabelDetection", n_bootstrap)
-        self.n_bootstrap, self.seed, self.chunk_size = n_bootstrap, seed, chunk_size
+        super().__init__(n_bootstrap, seed)
+        self.chunk_size = chunk_size
 
     def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
                     progress: Any = None) -> MaskTruth:

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.further import FurtherTrainingGroundTruth, FurtherTrainingSpec, build_further_training_groundtruth
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, register_metric
+from tdaeval.params import Boolean, Interval, Options
 
 __all__ = ["FurtherTraining", "FurtherTrainingSpearman"]
 
@@ -62,6 +63,18 @@ class FurtherTraining(Metric):
     correlation: ClassVar[str] = "cosine"
 
     groundtruth_params = frozenset({"n_seeds", "seed"})
+    _parameter_constraints = {
+        **Metric._parameter_constraints,
+        "n_left_out": [Interval(int, 2, None)],
+        "n_seeds": [Interval(int, 1, None)],
+        "epochs": [Interval(int, 1, None)],
+        "lr": [None, Interval(float, 0, None, closed="neither")],
+        "batch_size": [None, Interval(int, 1, None)],
+        "subtract_mean": [Boolean()],
+        "mode": [Options(("remove", "downweight"))],
+        "downweight": [None, Interval(float, 0, 1, closed="right")],
+        "max_runs": [Interval(int, 1, None)],
+    }
 
     def __init__(
         self,
@@ -80,10 +93,7 @@ class FurtherTraining(Metric):
         self.spec = FurtherTrainingSpec(n_left_out, n_seeds, epochs, lr, batch_size, subtract_mean, seed, mode, downweight)
         self.mode, self.downweight = mode, downweight
         self.n_left_out, self.n_seeds, self.epochs, self.lr, self.batch_size = n_left_out, n_seeds, epochs, lr, batch_size
-        self.subtract_mean, self.seed = subtract_mean, seed
-        check_int_at_least("max_runs", type(self).__name__, max_runs, 1)
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
-        self.max_runs, self.n_bootstrap = max_runs, n_bootstrap
+        self.subtract_mean, self.seed, self.max_runs, self.n_bootstrap = subtract_mean, seed, max_runs, n_bootstrap
 
     def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
                     executor: Any = None, progress: Any = None) -> FurtherTrainingGroundTruth:
@@ -94,11 +104,7 @@ class FurtherTraining(Metric):
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
         truth = self._truth(truth)
-        scores = self._scores(scores, n_test=truth.full_outputs.shape[-1])
-        if int(truth.left_out.max()) >= scores.shape[1]:
-            raise ConfigError(f"Metric {self.name!r}: the ground truth leaves out training index {int(truth.left_out.max())} "
-                              f"but the scores have only {scores.shape[1]} columns.")
-        chosen = scores[:, truth.left_out].double()  # [n_test, k]
+        chosen = self._columns(self._scores(scores, n_test=truth.full_outputs.shape[-1]), truth.left_out, "leaves out")  # [n_test, k]
         per_epoch = F.correlate(chosen, truth.harm, self.correlation)  # [E+1, n_test]
         curve = [None if math.isnan(v) else float(v) for v in torch.nanmean(per_epoch, dim=1).tolist()]  # None: undefined (JSON)
         finite = [(v, e) for e, v in enumerate(curve) if v is not None]

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, LabelTruth, MaskTruth, ModelTruth, NoTruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.errors import ConfigError
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, LabelTruth, MaskTruth, ModelTruth
+from tdaeval.metrics.base import Metric, MetricResult, ScoresOnlyMetric, register_metric
+from tdaeval.params import Check, Interval, Options
+
+if TYPE_CHECKING:
+    from tdaeval.task import ControlledSetting
 
 __all__ = ["ClassDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection", "SubclassDetection", "TopKCardinality"]
 
 LABELS = ("predicted", "true")
 MODES = ("independent", "cascading")
+#: A top-``s`` or top-``k`` size.
+_TOP_SIZE = [Interval(int, 1, None)]
 
 
 class _Heuristic(Metric):
@@ -25,8 +32,29 @@ class _Heuristic(Metric):
         return self._bootstrap_result(per_test, {**provenance, "kind": self.name})
 
 
+class _LabelAgreement(_Heuristic):
+    """Fraction of each test point's ``top_s`` highest-scored training points that share its label (as the truth gives them)."""
+
+    higher_is_better = True
+    bounds = (0.0, 1.0)
+    truth_type = LabelTruth
+    _parameter_constraints = {**Metric._parameter_constraints, "top_s": _TOP_SIZE}
+    top_s: int
+
+    def _provenance(self, truth: LabelTruth) -> dict[str, Any]:
+        """What the result records besides ``top_s``."""
+        return {}
+
+    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
+        truth = self._truth(truth)
+        scores = self._scores(scores, n_test=truth.test_labels.numel(), n_train=truth.train_labels.numel())
+        s = min(self.top_s, scores.shape[1])
+        per_test = F.topk_label_agreement(scores, truth.train_labels, truth.test_labels, s)
+        return self._result(per_test, {**self._provenance(truth), "top_s": s})
+
+
 @register_metric
-class ClassDetection(_Heuristic):
+class ClassDetection(_LabelAgreement):
     """Fraction of each test point's ``top_s`` highest-scored training points that share its label.
 
     Parameters
@@ -51,17 +79,14 @@ class ClassDetection(_Heuristic):
     """
 
     name = "class_detection"
-    higher_is_better = True
-    bounds = (0.0, 1.0)
-    truth_type = LabelTruth
     #: build_truth needs the model for the predicted labels.
     needs_model = True
+    _parameter_constraints = {
+        **_LabelAgreement._parameter_constraints,
+        "label": [Check(Options(LABELS).is_satisfied_by, f"chosen explicitly (no default): {Options(LABELS)}", invalid=[None, "pred"])],
+    }
 
     def __init__(self, label: str | None = None, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        if label not in LABELS:
-            raise ConfigError(f"The 'label' parameter of class_detection must be chosen explicitly: one of {LABELS}. Got {label!r}.")
-        check_int_at_least("top_s", "class_detection", top_s, 1)
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.label, self.top_s, self.n_bootstrap, self.seed = label, top_s, n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
@@ -80,12 +105,8 @@ class ClassDetection(_Heuristic):
                 test_labels = model(task.test_data.inputs.to(next(model.parameters()).device)).argmax(-1).cpu()
         return LabelTruth(train_labels, test_labels, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
-        truth = self._truth(truth)
-        scores = self._scores(scores, n_test=truth.test_labels.numel(), n_train=truth.train_labels.numel())
-        s = min(self.top_s, scores.shape[1])
-        per_test = F.topk_label_agreement(scores, truth.train_labels, truth.test_labels, s)
-        return self._result(per_test, {"label": self.label, "top_s": s})
+    def _provenance(self, truth: LabelTruth) -> dict[str, Any]:
+        return {"label": self.label}
 
 
 def parameterised_modules(model: nn.Module, example: Tensor | None = None) -> list[str]:
@@ -187,11 +208,9 @@ class ModelRandomization(_Heuristic):
     truth_type = ModelTruth
     needs_model = True
     needs_attributor = True
+    _parameter_constraints = {**Metric._parameter_constraints, "mode": [Options(MODES)]}
 
     def __init__(self, mode: str = "independent", seed: int = 12345, n_bootstrap: int = 2000) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"The 'mode' parameter of model_randomization must be one of {MODES}. Got {mode!r} instead.")
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.mode, self.seed, self.n_bootstrap = mode, seed, n_bootstrap
 
     def build_truth(self, task: Any, store: Any = None, *, model: nn.Module | None = None, device: str = "cpu",
@@ -228,7 +247,7 @@ class ModelRandomization(_Heuristic):
 
 
 @register_metric
-class SubclassDetection(_Heuristic):
+class SubclassDetection(_LabelAgreement):
     """Fraction of each test point's ``top_s`` training points that share its original subclass.
 
     Evaluate it on a task from :func:`tdaeval.tasks.with_grouped_labels`: the
@@ -247,13 +266,8 @@ class SubclassDetection(_Heuristic):
     """
 
     name = "subclass_detection"
-    higher_is_better = True
-    bounds = (0.0, 1.0)
-    truth_type = LabelTruth
 
     def __init__(self, top_s: int = 5, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        check_int_at_least("top_s", "subclass_detection", top_s, 1)
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.top_s, self.n_bootstrap, self.seed = top_s, n_bootstrap, seed
 
     def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
@@ -263,12 +277,8 @@ class SubclassDetection(_Heuristic):
             raise ConfigError("Metric 'subclass_detection' needs a task from tdaeval.tasks.with_grouped_labels(task, n_groups=2).")
         return LabelTruth(task.setting.subclass_train, task.setting.subclass_test, tuple(task.transforms))
 
-    def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
-        truth = self._truth(truth)
-        scores = self._scores(scores, n_test=truth.test_labels.numel(), n_train=truth.train_labels.numel())
-        s = min(self.top_s, scores.shape[1])
-        per_test = F.topk_label_agreement(scores, truth.train_labels, truth.test_labels, s)
-        return self._result(per_test, {"top_s": s, "transforms": list(truth.transforms)})
+    def _provenance(self, truth: LabelTruth) -> dict[str, Any]:
+        return {"transforms": list(truth.transforms)}
 
 
 class _Retrieval(_Heuristic):
@@ -277,18 +287,17 @@ class _Retrieval(_Heuristic):
     bounds = (0.0, 1.0)
     higher_is_better = True
     truth_type = MaskTruth
-    #: The ``ControlledSetting`` field holding the planted mask, and the function that plants it.
-    mask_name = ""
+    #: The function of :mod:`tdaeval.tasks` that plants the mask (named in the error when the task has none).
     helper = ""
 
-    def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
-        self.n_bootstrap, self.seed = n_bootstrap, seed
+    @abstractmethod
+    def _planted(self, setting: ControlledSetting) -> Tensor | None:
+        """The ``[n_train]`` planted mask of ``setting`` (None when the setting has none)."""
 
     def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
                     progress: Any = None) -> MaskTruth:
         """The planted mask of the task's controlled setting."""
-        mask = None if task.setting is None else getattr(task.setting, self.mask_name)
+        mask = None if task.setting is None else self._planted(task.setting)
         if mask is None:
             raise ConfigError(f"Metric {self.name!r} needs a task from tdaeval.tasks.{self.helper}(task).")
         return MaskTruth(mask, tuple(task.transforms))
@@ -318,8 +327,10 @@ class ShortcutDetection(_Retrieval):
     [1.0, 0.5]
     """
 
-    name = "shortcut_detection"
-    mask_name, helper = "shortcut", "with_shortcut"
+    name, helper = "shortcut_detection", "with_shortcut"
+
+    def _planted(self, setting: ControlledSetting) -> Tensor | None:
+        return setting.shortcut
 
 
 @register_metric
@@ -338,12 +349,14 @@ class MixedDatasets(_Retrieval):
     1.0
     """
 
-    name = "mixed_datasets"
-    mask_name, helper = "foreign", "with_mixed_dataset"
+    name, helper = "mixed_datasets", "with_mixed_dataset"
+
+    def _planted(self, setting: ControlledSetting) -> Tensor | None:
+        return setting.foreign
 
 
 @register_metric
-class TopKCardinality(_Heuristic):
+class TopKCardinality(ScoresOnlyMetric):
     """Distinct training points among all test points' top ``k``: ``|∪_z topk(z)| / (n_test·k)`` (docs: Methods §7, as Quanda).
 
     A global property of the score matrix (higher = explanations more specific
@@ -368,17 +381,10 @@ class TopKCardinality(_Heuristic):
     name = "top_k_cardinality"
     higher_is_better = True
     bounds = (0.0, 1.0)
-    truth_type = NoTruth
+    _parameter_constraints = {**Metric._parameter_constraints, "k": _TOP_SIZE}
 
     def __init__(self, k: int = 5, n_bootstrap: int = 1000, seed: int = 0) -> None:
-        check_int_at_least("k", "top_k_cardinality", k, 1)
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
         self.k, self.n_bootstrap, self.seed = k, n_bootstrap, seed
-
-    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
-                    progress: Any = None) -> NoTruth:
-        """No gold standard: the metric reads only the scores."""
-        return NO_TRUTH
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
         self._truth(truth)

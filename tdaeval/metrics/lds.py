@@ -8,17 +8,17 @@ from typing import Any, ClassVar
 import torch
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.lds import LDSGroundTruth, LDSSpec, build_lds_groundtruth
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
 from tdaeval.metrics._nan import constant_nan_reason
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, RetrainingMetric, register_metric
+from tdaeval.params import Interval, Options
 
 __all__ = ["LDS"]
 
 
 @register_metric
-class LDS(Metric):
+class LDS(RetrainingMetric):
     """Linear datamodeling score (Park et al. 2023; docs: Methods §1).
 
     Per test point, the Spearman correlation over M subsets between the
@@ -83,23 +83,23 @@ class LDS(Metric):
     higher_is_better = True
     bounds = (-1.0, 1.0)
     truth_type = LDSGroundTruth
+    #: The ``M · R`` subset models.
+    builder = staticmethod(build_lds_groundtruth)
 
     groundtruth_params = frozenset({"n_subsets", "alpha", "n_seeds", "seed"})
+    _parameter_constraints = {
+        **Metric._parameter_constraints,
+        "n_subsets": [Interval(int, 2, None)],
+        "alpha": [Interval(float, 0, 1, closed="neither")],
+        "n_seeds": [Interval(int, 1, None)],
+        "ci": [Options(CI_COVERS)],
+    }
 
     def __init__(self, n_subsets: int = 50, alpha: float = 0.5, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000,
                  ci: str = "test+subsets") -> None:
         self.spec = LDSSpec(n_subsets=n_subsets, alpha=alpha, n_seeds=n_seeds, seed=seed)
         self.n_subsets, self.alpha, self.n_seeds, self.seed = n_subsets, alpha, n_seeds, seed
-        check_n_bootstrap("LDS", n_bootstrap)
-        self.n_bootstrap = n_bootstrap
-        if not isinstance(ci, str) or ci not in self.CI_COVERS:
-            raise ConfigError(f"The 'ci' parameter of LDS must be one of {sorted(self.CI_COVERS)}. Got {ci!r} instead.")
-        self.ci = ci
-
-    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
-                    progress: Any = None) -> LDSGroundTruth:
-        """Train (or load) the ``M · R`` subset models (:func:`~tdaeval.groundtruth.build_lds_groundtruth`)."""
-        return build_lds_groundtruth(task, self.spec, store, executor=executor, device=device, progress=progress)
+        self.n_bootstrap, self.ci = n_bootstrap, ci
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
         truth = self._truth(truth)

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtruth
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
 from tdaeval.metrics._nan import constant_nan_reason
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, RetrainingMetric, register_metric
+from tdaeval.params import Interval
 
 __all__ = ["LOO", "LOOPearson"]
 
 
 @register_metric
-class LOO(Metric):
+class LOO(RetrainingMetric):
     """Leave-one-out correlation: per test point, scores against the retrained removal effect.
 
     For test point ``z``, the Spearman correlation over the removed training
@@ -56,28 +56,20 @@ class LOO(Metric):
     higher_is_better = True
     bounds = (-1.0, 1.0)
     truth_type = LOOGroundTruth
+    #: The full-data and leave-one-out models.
+    builder = staticmethod(build_loo_groundtruth)
     correlation: ClassVar[str] = "spearman"
 
     groundtruth_params = frozenset({"n_seeds", "seed"})
+    _parameter_constraints = {**Metric._parameter_constraints, "n_removed": [Interval(int, 2, None)], "n_seeds": [Interval(int, 1, None)]}
 
     def __init__(self, n_removed: int = 100, n_seeds: int = 1, seed: int = 0, n_bootstrap: int = 2000) -> None:
         self.spec = LOOSpec(n_removed=n_removed, n_seeds=n_seeds, seed=seed)
-        self.n_removed, self.n_seeds, self.seed = n_removed, n_seeds, seed
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
-        self.n_bootstrap = n_bootstrap
-
-    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
-                    progress: Any = None) -> LOOGroundTruth:
-        """Train (or load) the full-data and leave-one-out models (:func:`~tdaeval.groundtruth.build_loo_groundtruth`)."""
-        return build_loo_groundtruth(task, self.spec, store, executor=executor, device=device, progress=progress)
+        self.n_removed, self.n_seeds, self.seed, self.n_bootstrap = n_removed, n_seeds, seed, n_bootstrap
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
         truth = self._truth(truth)
-        scores = self._scores(scores, n_test=truth.full_outputs.shape[1])
-        if int(truth.removed.max()) >= scores.shape[1]:
-            raise ConfigError(f"Metric {self.name!r}: the ground truth removes training index {int(truth.removed.max())} "
-                              f"but the scores have only {scores.shape[1]} columns.")
-        chosen = scores[:, truth.removed].double()
+        chosen = self._columns(self._scores(scores, n_test=truth.full_outputs.shape[1]), truth.removed, "removes")
         per_test = F.correlate(chosen, truth.harm, self.correlation)
         provenance = {**truth.provenance, "correlation": self.correlation}
         kind = "rank correlation" if self.correlation == "spearman" else "Pearson correlation"

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import tdaeval.functional as F
-from tdaeval.errors import ConfigError, check_int_at_least
-from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, NoTruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.errors import ConfigError
+from tdaeval.functional.reliability import TESTS, describe_test, seed_statistics
+from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
+from tdaeval.metrics.base import Metric, MetricResult, ScoresOnlyMetric, register_metric
+from tdaeval.params import Interval, Options
 from tdaeval.scores import Attribution
 
 __all__ = ["SeedReliability", "SeedRankStability"]
@@ -28,26 +30,13 @@ def _attribution(scores: Any, metric: str) -> Attribution:
     return scores
 
 
-class _SeedMetric(Metric):
-    truth_type = NoTruth
-
-    def __init__(self, n_bootstrap: int = 2000, seed: int = 0) -> None:
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
-        self.n_bootstrap, self.seed = n_bootstrap, seed
-
-    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
-                    progress: Any = None) -> NoTruth:
-        """No gold standard: the metric reads the scores' own seed samples."""
-        return NO_TRUTH
-
-
 #: What the seed metrics' CIs cover: test points are resampled, the S training seeds are not (a new
 #: draw of seeds would move the value too; more seeds narrow that part, not the CI).
 SEED_CI_COVERS = "test points resampled; the training seeds held fixed"
 
 
 @register_metric
-class SeedReliability(_SeedMetric):
+class SeedReliability(ScoresOnlyMetric):
     """Fraction of train–test pairs whose score is distinguishable from seed noise (``p < alpha``).
 
     Per test point, the fraction of its training points with ``p < alpha``;
@@ -67,7 +56,7 @@ class SeedReliability(_SeedMetric):
         ``"snr"``: the paper's signal-to-noise test, to reproduce the paper
         (not calibrated: it calls far fewer pairs reliable than ``alpha``
         under the null, so its fraction is not a false-positive rate). See
-        :func:`tdaeval.attributors.seeds.seed_statistics`.
+        :func:`tdaeval.functional.reliability.seed_statistics`.
     n_bootstrap, seed : int
         Bootstrap resamples and their seed.
 
@@ -84,20 +73,13 @@ class SeedReliability(_SeedMetric):
     name = "seed_reliability"
     higher_is_better = True
     bounds = (0.0, 1.0)
+    _parameter_constraints = {**Metric._parameter_constraints, "alpha": [Interval(float, 0, 1, closed="neither")], "test": [Options(TESTS)]}
 
     def __init__(self, alpha: float = 0.05, test: str = "t", n_bootstrap: int = 2000, seed: int = 0) -> None:
-        from tdaeval.attributors.seeds import TESTS
-
         super().__init__(n_bootstrap, seed)
-        if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
-            raise ConfigError(f"The 'alpha' parameter of SeedReliability must be in (0, 1). Got {alpha!r} instead.")
-        if test not in TESTS:
-            raise ConfigError(f"The 'test' parameter of SeedReliability must be one of {TESTS}. Got {test!r} instead.")
         self.alpha, self.test = float(alpha), test
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:
-        from tdaeval.attributors.seeds import describe_test, seed_statistics
-
         self._truth(truth)
         result = _attribution(scores, self.name)
         p_value = result.p_value if result.test == self.test else seed_statistics(result.samples, self.test)[2]
@@ -110,7 +92,7 @@ class SeedReliability(_SeedMetric):
 
 
 @register_metric
-class SeedRankStability(_SeedMetric):
+class SeedRankStability(ScoresOnlyMetric):
     """Agreement of the seeds' rankings: mean pairwise Spearman of each test point's score rows.
 
     The provenance adds the mean top-``k`` Jaccard index of the seeds' ``k``
@@ -136,10 +118,10 @@ class SeedRankStability(_SeedMetric):
     name = "seed_rank_stability"
     higher_is_better = True
     bounds = (-1.0, 1.0)
+    _parameter_constraints = {**Metric._parameter_constraints, "k": [Interval(int, 1, None)]}
 
     def __init__(self, k: int = 10, n_bootstrap: int = 2000, seed: int = 0) -> None:
         super().__init__(n_bootstrap, seed)
-        check_int_at_least("k", "SeedRankStability", k, 1)
         self.k = k
 
     def compute(self, scores: Any, truth: GroundTruth = NO_TRUTH, attributor: Any = None) -> MetricResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -10,26 +11,36 @@ import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
-from tdaeval.metrics.base import Metric, MetricResult, check_n_bootstrap, register_metric
+from tdaeval.metrics.base import Metric, MetricResult, RetrainingMetric, register_metric
+from tdaeval.params import Check, Interval
 
 __all__ = ["TopKRemoval", "FlipTest", "Brittleness"]
 
 
-class _RemovalMetric(Metric):
+def _increasing_sizes(k_grid: Any) -> bool:
+    """Whether ``k_grid`` is a non-empty sequence (not a string) of increasing integers >= 1."""
+    if not isinstance(k_grid, Sequence) or isinstance(k_grid, str) or not k_grid:
+        return False
+    return all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in k_grid) and list(k_grid) == sorted(set(k_grid))
+
+
+class _RemovalMetric(RetrainingMetric):
     truth_type = RemovalContext
+    #: The full-data models and the evaluated test points (removals are trained when scores arrive).
+    builder = staticmethod(build_removal_context)
 
     groundtruth_params = frozenset({"n_seeds", "seed"})
+    _parameter_constraints = {
+        **Metric._parameter_constraints,
+        "k_grid": [Check(_increasing_sizes, "a non-empty increasing list of integers >= 1", invalid=[(), (20, 10), (0, 5), "ab", 10])],
+        "n_seeds": [Interval(int, 1, None)],
+        "n_test_points": [None, Interval(int, 1, None)],
+    }
 
-    def __init__(self, k_grid, n_seeds, n_test_points, seed, n_bootstrap) -> None:
+    def __init__(self, k_grid: Sequence[int], n_seeds: int, n_test_points: int | None, seed: int, n_bootstrap: int) -> None:
         self.spec = RemovalSpec(k_grid=tuple(k_grid), n_seeds=n_seeds, n_test_points=n_test_points, seed=seed)
-        self.k_grid, self.n_seeds, self.n_test_points, self.seed = list(self.spec.k_grid), n_seeds, n_test_points, seed
-        check_n_bootstrap(type(self).__name__, n_bootstrap)
-        self.n_bootstrap = n_bootstrap
-
-    def build_truth(self, task: Any, store: Any = None, *, model: Any = None, device: str = "cpu", executor: Any = None,
-                    progress: Any = None) -> RemovalContext:
-        """Train (or load) the full-data models and pick the test points (:func:`~tdaeval.groundtruth.build_removal_context`)."""
-        return build_removal_context(task, self.spec, store, executor=executor, device=device, progress=progress)
+        self.k_grid, self.n_seeds, self.n_test_points = list(self.spec.k_grid), n_seeds, n_test_points
+        self.seed, self.n_bootstrap = seed, n_bootstrap
 
     def _removal_scores(self, scores: Any, truth: GroundTruth) -> tuple[Tensor, RemovalContext]:
         """The checked truth and scores ``[n_test, n_train]`` of its task."""

@@ -150,3 +150,52 @@ def test_mismatched_test_data_is_a_clear_error(small_logreg):
     attributor = get("grad_dot").fit(small_logreg, model, small_logreg.train_data)
     with pytest.raises(AttributorError, match="'grad_dot' was fitted on inputs of shape \\[n, 64\\]"):
         attributor.attribute(Data(torch.zeros(3, 10), torch.zeros(3, dtype=torch.long)))
+
+
+def test_cost_is_declared_empty_and_every_fit_starts_a_fresh_one(small_logreg):
+    model = small_logreg.build_model(0)
+    attributor = get("random")
+    attributor.fit(small_logreg, model, small_logreg.train_data)
+    assert attributor.cost_ == {}
+    attributor.cost_["serving_seconds"] = 1.0
+    assert get("random").fit(small_logreg, model, small_logreg.train_data).cost_ == {}  # not shared between instances
+    attributor.fit(small_logreg, model, small_logreg.train_data)
+    assert attributor.cost_ == {}  # a new fit, a new record
+
+
+def _checkpoint_checker(small_logreg) -> Attributor:
+    return get("random").fit(small_logreg, small_logreg.build_model(0), small_logreg.train_data)
+
+
+def test_checkpoint_params_accepts_some_or_all_of_the_models_parameters(small_logreg):
+    from tdaeval.training import Checkpoint
+
+    attributor = _checkpoint_checker(small_logreg)
+    params = {name: p.detach().clone() for name, p in attributor.model_.named_parameters()}
+    some = dict(list(params.items())[:1])
+    assert attributor._checkpoint_params(0, Checkpoint(1, 0.1, some)) is some
+    assert attributor._checkpoint_params(0, Checkpoint(1, 0.1, params), exact=True) is params
+    assert attributor._checkpoint_params(0, params, bare_dict=True) is params
+    with pytest.raises(AttributorError, match="'random': checkpoint 0 lacks the model's parameters"):
+        attributor._checkpoint_params(0, Checkpoint(1, 0.1, some), exact=True)
+
+
+@pytest.mark.parametrize(
+    "checkpoint,match",
+    [
+        ({"weight": 1}, "checkpoint 2 must be a tdaeval.training.Checkpoint \\(with a 'params' dict\\). Got dict"),
+        (42, "checkpoint 2 must be a tdaeval.training.Checkpoint \\(with a 'params' dict\\). Got int"),
+    ],
+)
+def test_checkpoint_params_names_the_attributor_and_the_checkpoint(small_logreg, checkpoint, match):
+    with pytest.raises(AttributorError, match=f"'random': {match}"):
+        _checkpoint_checker(small_logreg)._checkpoint_params(2, checkpoint)
+
+
+def test_checkpoint_params_refuses_parameters_the_model_does_not_have(small_logreg):
+    from tdaeval.training import Checkpoint
+
+    with pytest.raises(AttributorError, match="'random': checkpoint 1 holds parameters the model does not have: \\['nope'\\]"):
+        _checkpoint_checker(small_logreg)._checkpoint_params(1, Checkpoint(1, 0.1, {"nope": torch.zeros(1)}))
+    with pytest.raises(AttributorError, match="must be a tdaeval.training.Checkpoint or a dict of parameters"):
+        _checkpoint_checker(small_logreg)._checkpoint_params(1, 42, bare_dict=True)

@@ -4,8 +4,9 @@ import torch
 from scipy import stats
 
 from tdaeval.attributors import Attribution, get
-from tdaeval.attributors.seeds import SeedPosterior, seed_posterior, seed_statistics
+from tdaeval.attributors.seeds import SeedPosterior, seed_posterior
 from tdaeval.errors import ConfigError
+from tdaeval.functional.reliability import seed_statistics
 from tdaeval.training import train_model
 
 

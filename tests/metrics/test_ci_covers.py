@@ -45,7 +45,7 @@ def test_lds_default_ci_resamples_subsets_too_and_says_so():
 
 def test_lds_ci_parameter_is_checked():
     assert get_metric("lds", ci="test").ci == "test"
-    with pytest.raises(ConfigError, match=r"The 'ci' parameter of LDS must be one of \['test', 'test\+subsets'\]\. Got 'subsets'"):
+    with pytest.raises(ConfigError, match=r"The 'ci' parameter of LDS must be one of 'test\+subsets', 'test'\. Got 'subsets' instead\."):
         LDS(ci="subsets")
 
 

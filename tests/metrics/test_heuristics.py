@@ -22,7 +22,7 @@ def test_class_detection_equals_a_direct_computation(rng):
 
 
 def test_class_detection_label_must_be_chosen():
-    with pytest.raises(ConfigError, match="'label' parameter of class_detection must be chosen explicitly"):
+    with pytest.raises(ConfigError, match="'label' parameter of ClassDetection must be chosen explicitly"):
         get_metric("class_detection")
     with pytest.raises(ConfigError, match="'top_s'"):
         ClassDetection(label="true", top_s=0)

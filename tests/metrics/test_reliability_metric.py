@@ -5,8 +5,9 @@ from scipy import stats
 
 import tdaeval
 from tdaeval.attributors import Attribution
-from tdaeval.attributors.seeds import seed_posterior, seed_statistics
+from tdaeval.attributors.seeds import seed_posterior
 from tdaeval.errors import ConfigError
+from tdaeval.functional.reliability import seed_statistics
 from tdaeval.metrics import SeedRankStability, SeedReliability
 
 
@@ -55,3 +56,19 @@ def test_seed_metrics_say_their_ci_holds_the_seeds_fixed(rng):
     for metric in (SeedReliability(), SeedRankStability(k=5)):
         covers = metric.compute(attribution).provenance["ci_covers"]
         assert "test points resampled" in covers and "seeds held fixed" in covers, metric.name
+
+
+def test_seed_statistics_live_in_functional_and_no_metric_imports_an_attributor():
+    """The metrics read the seed math from tdaeval.functional; tdaeval.attributors.seeds re-exports it."""
+    import ast
+    from pathlib import Path
+
+    from tdaeval.attributors import seeds
+    from tdaeval.functional import reliability
+
+    assert seeds.seed_statistics is reliability.seed_statistics and seeds.describe_test is reliability.describe_test
+    assert seeds.TESTS is reliability.TESTS and seeds.TEST_DESCRIPTIONS is reliability.TEST_DESCRIPTIONS
+    for path in sorted((Path(tdaeval.__file__).parent / "metrics").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])]
+            assert not any(n.startswith("tdaeval.attributors") for n in names if isinstance(node, (ast.Import, ast.ImportFrom))), path.name

@@ -72,6 +72,8 @@ class AdapterAttributor(Attributor):
 
     library: ClassVar[str] = ""
     extra: ClassVar[str] = ""
+    #: The temporary directory of the last fit (:meth:`_workdir`), None before one is made and after :meth:`cleanup`.
+    _tmpdir: tempfile.TemporaryDirectory | None = None
 
     @classmethod
     def available(cls) -> bool:
@@ -92,9 +94,8 @@ class AdapterAttributor(Attributor):
 
     def cleanup(self) -> None:
         """Remove the temporary directory of the last fit now (also done on garbage collection)."""
-        tmpdir = getattr(self, "_tmpdir", None)
-        if tmpdir is not None:
-            tmpdir.cleanup()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
             self._tmpdir = None
 
     def fit(self, task, model, train, checkpoints=None):  # noqa: D102 - documented on Attributor

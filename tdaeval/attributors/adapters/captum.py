@@ -203,26 +203,18 @@ class _CaptumAdapter(AdapterAttributor):
 
     def _write_checkpoints(self, final_only: bool = False) -> list[str]:
         """Checkpoint files: the fit's checkpoints, else (or with ``final_only``) the final model with weight 1."""
-        model_params = dict(self.model_.named_parameters())
         if self.checkpoints_ and not final_only:
             entries = []
             for k, checkpoint in enumerate(self.checkpoints_):
-                params = getattr(checkpoint, "params", None)
-                lr = getattr(checkpoint, "lr", None)
-                if not isinstance(params, dict) or not isinstance(lr, (int, float)):
+                params = self._checkpoint_params(k, checkpoint)
+                if not isinstance(checkpoint.lr, (int, float)):
                     raise AttributorError(
-                        f"Attributor {self.display_name!r}: checkpoint {k} is not a tdaeval.training.Checkpoint "
-                        f"(needs 'params' and 'lr'). Got {type(checkpoint).__name__}."
+                        f"Attributor {self.display_name!r}: checkpoint {k} needs a numeric learning rate 'lr' (TracIn's weight). "
+                        f"Got {checkpoint.lr!r}."
                     )
-                unknown = sorted(set(params) - set(model_params))
-                if unknown:
-                    raise AttributorError(
-                        f"Attributor {self.display_name!r}: checkpoint {k} holds parameters the model does not have: "
-                        f"{unknown[:5]}."
-                    )
-                entries.append((params, float(lr)))
+                entries.append((params, float(checkpoint.lr)))
         else:
-            entries = [(model_params, 1.0)]
+            entries = [(dict(self.model_.named_parameters()), 1.0)]
         directory = Path(self._workdir())
         paths = []
         for k, (params, lr) in enumerate(entries):
@@ -235,6 +227,16 @@ class _CaptumAdapter(AdapterAttributor):
         """``(train loss, test badness)`` wrapped for captum."""
         return CaptumObjective(self.task_.loss, reduction), CaptumObjective(measurement_badness(self.task_), reduction)
 
+    def _loader(self, data: Data, device: torch.device) -> DataLoader:
+        return DataLoader(self._on(data, device), batch_size=self.batch_size, shuffle=False)
+
+
+class _CaptumPerExample(_CaptumAdapter):
+    """Shared by TracInCP and the influence functions: per-example gradients of all parameters or of ``layers``."""
+
+    batch_size: int
+    sample_wise_grads_per_batch: bool | None
+
     def _check_layer_names(self, model: nn.Module, layers: list[str] | None) -> list[str] | None:
         for name in layers or ():
             try:
@@ -245,8 +247,9 @@ class _CaptumAdapter(AdapterAttributor):
                 ) from err
         return layers
 
-    def _resolve_sample_wise(self, model: nn.Module, requested: bool | None, layers: list[str] | None) -> bool:
+    def _resolve_sample_wise(self, model: nn.Module, layers: list[str] | None) -> bool:
         """captum's batch trick only where every differentiated parameter sits in an nn.Linear / nn.Conv2d."""
+        requested = self.sample_wise_grads_per_batch
         roots = [model] if layers is None else [model.get_submodule(name) for name in layers]
         supported = all(
             isinstance(module, _SAMPLE_WISE_MODULES)
@@ -264,12 +267,37 @@ class _CaptumAdapter(AdapterAttributor):
             )
         return bool(requested)
 
-    def _loader(self, data: Data, device: torch.device) -> DataLoader:
-        return DataLoader(self._on(data, device), batch_size=self.batch_size, shuffle=False)
+    def _gradient_kwargs(self, model: nn.Module, layers: list[str] | None) -> dict[str, Any]:
+        """The keyword arguments TracInCP and the influence functions take alike: data, objectives, layers, batching."""
+        sample_wise = self._resolve_sample_wise(model, layers)
+        loss, badness = self._objectives("sum" if sample_wise else "none")
+        return dict(
+            train_dataset=self._on(self.train_, self._device(model)),
+            checkpoints_load_func=load_checkpoint,
+            layers=layers,
+            loss_fn=loss,
+            batch_size=self.batch_size,
+            test_loss_fn=badness,
+            sample_wise_grads_per_batch=sample_wise,
+        )
+
+    def _attribute(self, test: Data) -> Tensor:
+        return self.captum_.influence(self._loader(test, self._device(self.captum_.model)))
+
+
+class _CaptumOutputLayer(_CaptumAdapter):
+    """Shared by TracInCPFast and SimilarityInfluence: they work on one ``nn.Linear``, the output layer by default."""
+
+    contract_params: ClassVar[dict[str, Any]] = {"batch_size": 128}
+    _parameter_constraints = {"layer": _LAYER, "batch_size": _BATCH_SIZE}
+
+    def __init__(self, layer: str | None = None, batch_size: int = 256) -> None:
+        self.layer = layer
+        self.batch_size = batch_size
 
 
 @register
-class CaptumTracInCP(_CaptumAdapter):
+class CaptumTracInCP(_CaptumPerExample):
     """captum's ``TracInCP``: ``Σ_c η_c ∇(-f)_c(z) · ∇L_c(z_i)`` over the checkpoints.
 
     The same quantity as the built-in ``tracin``; with no checkpoints the final
@@ -302,26 +330,11 @@ class CaptumTracInCP(_CaptumAdapter):
         influence = self._library("captum.influence")
         model = self._model_copy()
         layers = self._check_layer_names(model, self.layers)
-        sample_wise = self._resolve_sample_wise(model, self.sample_wise_grads_per_batch, layers)
-        loss, badness = self._objectives("sum" if sample_wise else "none")
-        self.captum_ = influence.TracInCP(
-            model,
-            self._on(self.train_, self._device(model)),
-            self._write_checkpoints(),
-            checkpoints_load_func=load_checkpoint,
-            layers=layers,
-            loss_fn=loss,
-            batch_size=self.batch_size,
-            test_loss_fn=badness,
-            sample_wise_grads_per_batch=sample_wise,
-        )
-
-    def _attribute(self, test: Data) -> Tensor:
-        return self.captum_.influence(self._loader(test, self._device(self.captum_.model)))
+        self.captum_ = influence.TracInCP(model, checkpoints=self._write_checkpoints(), **self._gradient_kwargs(model, layers))
 
 
 @register
-class CaptumTracInCPFast(_CaptumAdapter):
+class CaptumTracInCPFast(_CaptumOutputLayer):
     """captum's ``TracInCPFast``: TracIn on the weight matrix of the output ``nn.Linear`` only.
 
     ``Σ_c η_c (∂(-f)/∂o · ∂L/∂o')(a · a')`` with ``o`` the layer's outputs and
@@ -337,12 +350,6 @@ class CaptumTracInCPFast(_CaptumAdapter):
     """
 
     name = "captum.tracin_cp_fast"
-    contract_params = {"batch_size": 128}
-    _parameter_constraints = {"layer": _LAYER, "batch_size": _BATCH_SIZE}
-
-    def __init__(self, layer: str | None = None, batch_size: int = 256) -> None:
-        self.layer = layer
-        self.batch_size = batch_size
 
     def _fit(self) -> None:
         influence = self._library("captum.influence")
@@ -367,7 +374,7 @@ class CaptumTracInCPFast(_CaptumAdapter):
         return torch.cat(rows, dim=0)
 
 
-class _CaptumInfluence(_CaptumAdapter):
+class _CaptumInfluence(_CaptumPerExample):
     """Shared by the two influence-function adapters (captum >= 0.8)."""
 
     #: Where captum defines the class (captum 0.7 has neither).
@@ -421,17 +428,9 @@ class _CaptumInfluence(_CaptumAdapter):
         return self._check_layer_names(model, self.layers)
 
     def _influence_kwargs(self, model: nn.Module, layers: list[str] | None) -> dict[str, Any]:
-        sample_wise = self._resolve_sample_wise(model, self.sample_wise_grads_per_batch, layers)
-        loss, badness = self._objectives("sum" if sample_wise else "none")
         return dict(
-            train_dataset=self._on(self.train_, self._device(model)),
+            self._gradient_kwargs(model, layers),
             checkpoint=self._write_checkpoints(final_only=True)[0],
-            checkpoints_load_func=load_checkpoint,
-            layers=layers,
-            loss_fn=loss,
-            batch_size=self.batch_size,
-            test_loss_fn=badness,
-            sample_wise_grads_per_batch=sample_wise,
             # captum adds hessian_reg to the Hessian of the summed loss, n times ours.
             hessian_reg=len(self.train_) * self.damping,
             hessian_inverse_tol=self.hessian_inverse_tol,
@@ -442,9 +441,6 @@ class _CaptumInfluence(_CaptumAdapter):
         if layers is None:
             return sum(p.numel() for p in model.parameters())
         return sum(p.numel() for name in layers for p in model.get_submodule(name).parameters())
-
-    def _attribute(self, test: Data) -> Tensor:
-        return self.captum_.influence(self._loader(test, self._device(self.captum_.model)))
 
 
 @register
@@ -542,14 +538,8 @@ class CaptumArnoldiInfluence(_CaptumInfluence):
         summed-loss scale) falls below this (captum's default 0.1).
     hessian_inverse_tol : float
         Eigenvalues at or below this are dropped (captum's default 1e-4).
-    layers : list of str, optional
-        Restrict the parameters to these modules' (default: all).
-    last_layer_only : bool
-        Restrict the parameters to the output ``nn.Linear``'s (the last one).
-    batch_size : int
-        Examples per captum batch.
-    sample_wise_grads_per_batch : bool, optional
-        As for ``captum.tracin_cp``.
+    layers, last_layer_only, batch_size, sample_wise_grads_per_batch
+        As :class:`CaptumNaiveInfluence`.
     seed : int
         Seeds the Arnoldi start vector (inside ``fork_rng``: the global state is untouched).
     """
@@ -607,7 +597,7 @@ class CaptumArnoldiInfluence(_CaptumInfluence):
 
 
 @register
-class CaptumSimilarity(_CaptumAdapter):
+class CaptumSimilarity(_CaptumOutputLayer):
     """captum's ``SimilarityInfluence``: cosine similarity of the output layer's input embeddings.
 
     captum records a layer's *outputs*; to use the input of the output
@@ -627,12 +617,6 @@ class CaptumSimilarity(_CaptumAdapter):
     """
 
     name = "captum.similarity"
-    contract_params = {"batch_size": 128}
-    _parameter_constraints = {"layer": _LAYER, "batch_size": _BATCH_SIZE}
-
-    def __init__(self, layer: str | None = None, batch_size: int = 256) -> None:
-        self.layer = layer
-        self.batch_size = batch_size
 
     def _fit(self) -> None:
         influence = self._library("captum.influence")

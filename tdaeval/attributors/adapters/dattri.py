@@ -177,18 +177,7 @@ class _DattriAttributor(AdapterAttributor):
         base = self._final_state()
         states = []
         for index, checkpoint in enumerate(self.checkpoints_ or []):
-            params = getattr(checkpoint, "params", checkpoint)
-            if not isinstance(params, dict):
-                raise AttributorError(
-                    f"Attributor {self.display_name!r}: checkpoint {index} must be a tdaeval.training.Checkpoint "
-                    f"or a dict of parameters. Got {type(checkpoint).__name__}."
-                )
-            unknown = sorted(set(params) - set(base))
-            if unknown:
-                raise AttributorError(
-                    f"Attributor {self.display_name!r}: checkpoint {index} holds parameters the model does not have: "
-                    f"{unknown[:5]}."
-                )
+            params = self._checkpoint_params(index, checkpoint, bare_dict=True)
             states.append({**base, **{k: v.detach().clone().to(base[k].device) for k, v in params.items()}})
         return states
 
@@ -430,8 +419,7 @@ class DattriTracIn(_DattriAttributor):
     def _states_and_weights(self) -> tuple[list[dict[str, Tensor]], list[float]]:
         if self.checkpoints_:
             return self._checkpoint_states(), [float(getattr(c, "lr", 1.0)) for c in self.checkpoints_]
-        recipe = getattr(self.task_, "recipe", None)
-        return [self._final_state()], [float(getattr(recipe, "lr", 1.0))]
+        return [self._final_state()], [float(self.task_.recipe.lr)]
 
     def _fit(self) -> None:
         self.model_.eval()
@@ -552,7 +540,7 @@ class DattriTRAK(_DattriAttributor):
         model = self._private_model()
         sign = 1.0 if self.task_.higher_is_better else -1.0
         measurement = self.task_.measurement
-        margin_task = getattr(self.task_, "measurement_name", "") == "margin"
+        margin_task = self.task_.measurement_name == "margin"
         sample_ndim = self.train_.inputs.dim() - 1
 
         def correct_probability(params: dict[str, Tensor], data: tuple[Tensor, Tensor]) -> Tensor:

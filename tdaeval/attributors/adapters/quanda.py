@@ -19,9 +19,6 @@ import importlib
 import inspect
 import logging
 import os
-import shutil
-import tempfile
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -243,14 +240,6 @@ class QuandaExplainer(AdapterAttributor):
 
     # -- fit ------------------------------------------------------------------------------
 
-    def _new_cache_dir(self) -> str:
-        old = getattr(self, "_cleanup", None)
-        if old is not None:
-            old()
-        path = os.path.abspath(tempfile.mkdtemp(prefix="tdaeval-quanda-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, path, True)
-        return path
-
     def _checkpoint_files(self, model: nn.Module, directory: str) -> tuple[list[Any], Any]:
         """Our checkpoints as ``state_dict`` files plus a load function returning the learning rate."""
         base_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
@@ -298,7 +287,7 @@ class QuandaExplainer(AdapterAttributor):
         self.explainer_class_ = cls
         first = next(iter(self.model_.parameters()), None)
         self.device_ = first.device if first is not None else torch.device("cpu")
-        cache_dir = self._new_cache_dir()
+        cache_dir = os.path.abspath(self._workdir())
         model = copy.deepcopy(self.model_).eval()
         params = inspect.signature(cls.__init__).parameters
         named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

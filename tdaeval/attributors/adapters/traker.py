@@ -57,7 +57,7 @@ from torch.func import functional_call
 from tdaeval.attributors.adapters._base import AdapterAttributor
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, register
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.errors import ConfigError
 from tdaeval.params import Boolean, Interval, Options
 
 __all__ = ["TrakTRAKer", "default_proj_dim"]
@@ -186,20 +186,9 @@ class TrakTRAKer(AdapterAttributor):
         base = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if not (self.use_checkpoints and self.checkpoints_):
             return [base]
-        names = set(dict(model.named_parameters()))
         states = []
         for k, checkpoint in enumerate(self.checkpoints_):
-            params = getattr(checkpoint, "params", None)
-            if not isinstance(params, dict):
-                raise AttributorError(
-                    f"Attributor {self.display_name!r}: checkpoint {k} is not a tdaeval.training.Checkpoint "
-                    f"(needs 'params'). Got {type(checkpoint).__name__}."
-                )
-            unknown = sorted(set(params) - names)
-            if unknown:
-                raise AttributorError(
-                    f"Attributor {self.display_name!r}: checkpoint {k} holds parameters the model does not have: {unknown[:5]}."
-                )
+            params = self._checkpoint_params(k, checkpoint)
             states.append({**base, **{n: p.detach().to(base[n].device, base[n].dtype) for n, p in params.items()}})
         return states
 
