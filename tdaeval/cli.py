@@ -8,6 +8,10 @@ usage or input (a parameter, a suite file, an unusable cache directory, an
 attributor that returns invalid scores in ``quickstart``; in suites a
 failing attributor is recorded, not fatal); 3 runtime failure (e.g. an
 attributor that crashes in ``quickstart``, a task whose training raises).
+
+Imports inside the commands are deliberate and break no import cycle: to keep
+start-up light, each command loads what only it uses (the reports, rich's console
+and progress bars, a command's own suite steps) when it runs.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ changes attributors explain (docs: Methods §0).
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
 from tdaeval.hashing import canonical_json, sha256_json  # re-exported: cache keys used to live here
+from tdaeval.training import train_model
 
 __all__ = ["ControlledSetting", "Task", "TrainRecipe", "canonical_json", "sha256_json"]
 
@@ -46,8 +48,7 @@ class TrainRecipe:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
+        for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size)):
             check_int_at_least(name, "TrainRecipe", value, 1)
         if not self.lr > 0:
             raise ConfigError(f"The 'lr' parameter of TrainRecipe must be > 0. Got {self.lr!r} instead.")
@@ -116,8 +117,7 @@ class ControlledSetting:
         unknown = sorted(set(fields) - set(self.FIELDS))
         if unknown:
             raise ConfigError(f"ControlledSetting has no field(s) {unknown}. Expected some of {list(self.FIELDS)}.")
-        kept = {name: getattr(self, name) for name in self.FIELDS}
-        return ControlledSetting(kind, record, tuple(self.transforms), **{**kept, **fields})
+        return dataclasses.replace(self, kind=kind, record=record, history=tuple(self.transforms), **fields)
 
 
 class Task(ABC):
@@ -165,8 +165,6 @@ class Task(ABC):
 
     def train(self, model: nn.Module, train_indices: Tensor, seed: int) -> nn.Module:
         """Train ``model`` in place on ``train_data[train_indices]``; return it in eval mode."""
-        from tdaeval.training import train_model
-
         return train_model(self, model, train_indices, seed).model
 
     def sample_targets(self, outputs: Tensor, generator: torch.Generator) -> Tensor:
@@ -187,6 +185,12 @@ class Task(ABC):
     def supports_sampling(self) -> bool:
         """Whether :meth:`sample_targets` is implemented (else attributors use the observed targets)."""
         return type(self).sample_targets is not Task.sample_targets
+
+    @property
+    def trains_with_recipe(self) -> bool:
+        """Whether the task trains with :attr:`recipe` (it does not override :meth:`train`): then many models train at once
+        and the reference model's checkpoints are recorded; else :meth:`train` is called one model at a time."""
+        return type(self).train is Task.train
 
     @property
     def transforms(self) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +34,9 @@ from tdaeval.nn import (
     seed_dropout,
     unseed_dropout,
 )
-from tdaeval.task import Task, TrainRecipe
+
+if TYPE_CHECKING:  # task.py trains with train_model; this module reads only what a Task declares
+    from tdaeval.task import Task, TrainRecipe
 
 __all__ = [
     "Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs",
@@ -238,10 +241,6 @@ class StackedModels:
             return torch.stack([task.measure(self.model(i), data) for i in range(len(self))])
 
 
-def _trains_with_default_recipe(task: Task) -> bool:
-    return type(task).train is Task.train
-
-
 def train_models(
     task: Task,
     subsets: Sequence[Tensor] | Tensor,
@@ -282,7 +281,7 @@ def train_models(
     if not subsets:
         raise ConfigError("train_models expects at least one subset. Got none.")
     same_size = len({s.numel() for s in subsets}) == 1
-    if batched and same_size and _trains_with_default_recipe(task):
+    if batched and same_size and task.trains_with_recipe:
         try:
             return _train_stacked(task, subsets, seeds, device)
         except _VmapUnsupported as err:

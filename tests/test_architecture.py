@@ -92,6 +92,11 @@ def test_reports_read_results_only():
     assert not _violations("tdaeval.reports", allowed)
 
 
+def test_suites_never_import_reports_or_the_command_line():
+    """Reports read results (``suites.result``): the other way round would be an import cycle."""
+    assert not _violations("tdaeval.suites", lambda m: not m.startswith(("tdaeval.reports", "tdaeval.cli")))
+
+
 def test_the_version_has_one_home_equal_to_the_project_version():
     import tdaeval
     from tdaeval import version

@@ -47,6 +47,14 @@ def _transforms(owner: str, transforms: Any) -> tuple[dict[str, Any], ...]:
     return tuple(transforms)
 
 
+def _labels(name: str, value: Any) -> Tensor:
+    """``value`` as an integer Tensor ``[n]`` (a field of :class:`LabelTruth`), else ConfigError naming the field."""
+    labels = torch.as_tensor(value)
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ConfigError(f"The '{name}' field of LabelTruth must be an integer Tensor [n]. Got {labels.dtype} of shape {tuple(labels.shape)}.")
+    return labels
+
+
 @dataclass(frozen=True, eq=False)
 class MaskTruth(GroundTruth):
     """A planted set of training points: flipped labels, triggered images, foreign images.
@@ -89,12 +97,8 @@ class LabelTruth(GroundTruth):
     transforms: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("train_labels", "test_labels"):
-            labels = torch.as_tensor(getattr(self, name))
-            if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-                raise ConfigError(f"The '{name}' field of LabelTruth must be an integer Tensor [n]. "
-                                  f"Got {labels.dtype} of shape {tuple(labels.shape)}.")
-            object.__setattr__(self, name, labels)
+        object.__setattr__(self, "train_labels", _labels("train_labels", self.train_labels))
+        object.__setattr__(self, "test_labels", _labels("test_labels", self.test_labels))
         object.__setattr__(self, "transforms", _transforms("LabelTruth", self.transforms))
 
 

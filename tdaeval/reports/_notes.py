@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from tdaeval.suites.result import Entry
+
 __all__ = ["metric_notes", "entry_warnings"]
 
 #: Provenance keys shown as notes, with their labels, in this order.
 NOTE_KEYS = (("ci_covers", "CI"), ("test", "test"))
 
 
-def entry_warnings(entry: Any) -> list[str]:
-    """The entry's ``warnings`` (a list of strings; absent in older results files)."""
-    found = getattr(entry, "warnings", None)
-    return [str(w) for w in found] if isinstance(found, (list, tuple)) else []
+def entry_warnings(entry: Entry) -> list[str]:
+    """The entry's ``warnings`` as strings (empty for older results files, which have none)."""
+    return [str(w) for w in entry.warnings]
 
 
-def _provenance(entry: Any) -> dict[str, Any]:
-    result = getattr(entry, "result", None)
-    provenance = getattr(result, "provenance", None) if result is not None else None
-    return provenance if isinstance(provenance, dict) else {}
+def _provenance(entry: Entry) -> dict[str, Any]:
+    """The entry's metric provenance; empty for an entry that could not run."""
+    return {} if entry.result is None else entry.result.provenance
 
 
-def metric_notes(entries: list[Any]) -> list[tuple[str, list[str]]]:
+def metric_notes(entries: list[Entry]) -> list[tuple[str, list[str]]]:
     """``[(label, texts)]`` for one metric's entries, unescaped (each renderer escapes).
 
     ``CI``: what the CIs cover and ``test``: the significance test (distinct values, in order of

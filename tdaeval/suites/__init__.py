@@ -3,10 +3,11 @@
 from tdaeval.suites.build import BuiltSuite, build_suite
 from tdaeval.suites.checks import CheckOutcome, evaluate_checks
 from tdaeval.suites.compare import Difference, compare_results
-from tdaeval.suites.config import SuiteConfig, load_suite, parse_suite
+from tdaeval.suites.config import load_suite, parse_suite  # the one-call forms that also build (check=True)
 from tdaeval.suites.ranking import AggregateRow, ParetoPoint, RankRow
 from tdaeval.suites.result import Entry, SuiteResult
 from tdaeval.suites.runner import build_groundtruth, builtin_attributors, evaluate, run_suite, train_reference
+from tdaeval.suites.schema import SuiteConfig
 
 __all__ = [
     "AggregateRow",

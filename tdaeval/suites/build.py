@@ -30,7 +30,8 @@ from tdaeval.metrics.base import Metric, get_metric, metric_class
 from tdaeval.registry import import_object
 from tdaeval.suites.schema import MAX_SEED, MAX_SEEDS, MAX_SUBSETS, SuiteConfig, read_suite, suite_path
 from tdaeval.task import Task
-from tdaeval.tasks import controlled, get_task
+from tdaeval.tasks import get_task
+from tdaeval.tasks.controlled import SETTING_FUNCTIONS
 
 __all__ = [
     "BuiltSuite",
@@ -149,7 +150,7 @@ def build_suite(suite: SuiteConfig | str | Path, source: str | None = None, fold
     _wrap(lambda: task.build_model(config.seed), source, "task.params")  # sizes a run could not allocate fail here
     attributors = build_attributors(config, source)
     metrics = build_metrics(config, source)
-    _check_runtime(config, source)
+    _check_runtime(config, source, metrics)
     return BuiltSuite(config=config, source=source, folder=folder, task=task, attributors=attributors, metrics=metrics)
 
 
@@ -161,22 +162,26 @@ def check_suite(config: SuiteConfig, source: str = "<suite>") -> None:
     build_suite(config, source)
 
 
-def _check_runtime(config: SuiteConfig, source: str) -> None:
-    """The device, the executor and the floors' names."""
+def _check_runtime(config: SuiteConfig, source: str, metrics: list[Metric]) -> None:
+    """The device, the executor and the floors' names (a floor names a metric as results do: by its registered ``name``)."""
     try:
         check_device(config.device)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     _wrap(lambda: get_executor(config.executor, device=config.device), source, "executor")  # lazy: starts no worker
     labels = {a.label for a in config.attributors}
-    metrics = {m.name for m in config.metrics}
+    names = {m.name for m in metrics}
+    by_path = {spec.name: metric.name for spec, metric in zip(config.metrics, metrics) if spec.name != metric.name}
     for i, floor in enumerate(config.thresholds.floors):
         if floor.attributor != "*" and floor.attributor not in labels:
             raise ConfigError(f"{source}: thresholds.floors.{i}.attributor: {floor.attributor!r} is not an attributor of this suite "
                               f"(expected one of {sorted(labels)} or '*').")
-        if floor.metric not in metrics:
+        if floor.metric in by_path:
+            raise ConfigError(f"{source}: thresholds.floors.{i}.metric: floors name a metric as results do, by its registered name: "
+                              f"write {by_path[floor.metric]!r} for {floor.metric!r}.")
+        if floor.metric not in names:
             raise ConfigError(f"{source}: thresholds.floors.{i}.metric: {floor.metric!r} is not a metric of this suite "
-                              f"(expected one of {sorted(metrics)}).")
+                              f"(expected one of {sorted(names)}).")
 
 
 def build_task(config: SuiteConfig, source: str = "<suite>") -> Task:
@@ -190,7 +195,7 @@ def build_task(config: SuiteConfig, source: str = "<suite>") -> Task:
         if not isinstance(task, Task):
             raise ConfigError(f"{source}: task.factory: {spec.factory!r} returned {type(task).__name__}, expected a tdaeval Task.")
     if spec.setting is not None:
-        transform = getattr(controlled, f"with_{spec.setting.name}")
+        transform = SETTING_FUNCTIONS[spec.setting.name]
         task = _wrap(lambda: transform(task, **spec.setting.params), source, "task.setting.params")
     return task
 
@@ -230,10 +235,19 @@ def metric_params(config: SuiteConfig, index: int) -> dict[str, Any]:
 
 
 def build_metrics(config: SuiteConfig, source: str = "<suite>") -> list[Metric]:
-    """The suite's Metric instances (ground-truth defaults applied)."""
-    out = []
+    """The suite's Metric instances (ground-truth defaults applied).
+
+    Results key a metric by its registered ``name`` (for a ``module:Name`` path, the class's ``name``),
+    so two entries that resolve to the same name are refused.
+    """
+    out: list[Metric] = []
+    index_of: dict[str, int] = {}  # registered name -> the first entry that resolved to it
     for i, spec in enumerate(config.metrics):
-        _wrap(lambda: metric_class(spec.name), source, f"metrics.{i}.name")
+        cls = _wrap(lambda: metric_class(spec.name), source, f"metrics.{i}.name")
+        earlier = index_of.setdefault(cls.name, i)
+        if earlier != i:
+            raise ConfigError(f"{source}: metrics.{i}.name: {spec.name!r} is the metric {cls.name!r}, as metrics.{earlier} is; "
+                              "results name a metric by its registered name, so each may appear once.")
         _check_groundtruth_bounds(spec.params, source, f"metrics.{i}.params")
         out.append(_wrap(lambda: get_metric(spec.name, **metric_params(config, i)), source, f"metrics.{i}.params"))
     return out

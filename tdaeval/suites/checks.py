@@ -9,8 +9,8 @@ from typing import Any
 
 from tdaeval.errors import ConfigError
 from tdaeval.suites.compare import compare_results
-from tdaeval.suites.config import ThresholdSpec
 from tdaeval.suites.result import SuiteResult
+from tdaeval.suites.schema import ThresholdSpec
 
 __all__ = ["CheckOutcome", "baseline_note", "evaluate_checks"]
 

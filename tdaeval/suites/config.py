@@ -56,62 +56,18 @@ __all__ = ["load_suite", "parse_suite"]
 
 
 def parse_suite(text: str, source: str = "<suite>", fmt: str = "yaml", check: bool = True) -> SuiteConfig:
-    """Validate a suite document; with ``check``, also build it to resolve its names.
-
-    Prefer :func:`tdaeval.suites.schema.parse_suite` (structure only) followed by
-    :func:`tdaeval.suites.build.build_suite`, which keeps what it built.
-
-    Parameters
-    ----------
-    text : str
-        YAML or TOML text.
-    source : str
-        Shown in error messages (the file name).
-    fmt : {"yaml", "toml"}
-        The text's format.
-    check : bool
-        Also check that names resolve (:func:`~tdaeval.suites.build.build_suite`):
-        the task, every attributor and metric with its parameters, floors that
-        name known attributors and metrics.
-
-    Raises
-    ------
-    ConfigError
-        With one line per problem: ``source: key.path: what was expected``.
-    """
+    """:func:`tdaeval.suites.schema.parse_suite`; with ``check``, also :func:`~tdaeval.suites.build.check_suite` (built, then discarded)."""
     config = schema.parse_suite(text, source=source, fmt=fmt)
     if check:
-        build_suite(config, source)
+        check_suite(config, source)
     return config
 
 
 def load_suite(path: str | Path, check: bool = True) -> tuple[SuiteConfig, Path | None]:
-    """Read a suite file (``.yaml``, ``.yml``, ``.toml``) or a built-in suite by name; with ``check``, build it too.
+    """:func:`tdaeval.suites.schema.load_suite`; with ``check``, :func:`~tdaeval.suites.build.build_suite` instead (built, then discarded).
 
-    Prefer :func:`tdaeval.suites.build.build_suite` (which reads a path and keeps
-    what it built) or :func:`tdaeval.suites.schema.load_suite` (structure only).
-
-    A suite is code, like a ``conftest.py``: with ``check=True`` the file's
-    folder is appended to ``sys.path`` (if absent), so ``module:Name`` entries
-    can point at modules next to the suite, and the task factory and every
-    ``module:Name`` are imported (a module's top-level code runs), so whoever
-    can edit the suite or a module beside it runs code as the user running tdaeval.
-
-    Parameters
-    ----------
-    path : str or Path
-        The suite file, or the name of a built-in suite.
-    check : bool
-        Also resolve names (builds the suite once and discards it). With False,
-        only the document's structure and ranges are checked, nothing is
-        imported and ``sys.path`` is left as it is.
-
-    Returns
-    -------
-    tuple
-        ``(config, folder)``: relative paths in the suite (store, baseline) are
-        relative to ``folder``, the file's directory (None for built-in suites:
-        relative to the working directory).
+    Building imports what the suite names and appends its folder to ``sys.path``
+    (see :mod:`tdaeval.suites.build`); ``check=False`` does neither.
     """
     if not check:
         return schema.load_suite(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tdaeval.suites.ranking import (
     ranking_settings,
 )
 
-__all__ = ["Entry", "RankRow", "AggregateRow", "ParetoPoint", "Rankings", "SuiteResult", "SCHEMA"]
+__all__ = ["Entry", "RankRow", "AggregateRow", "ParetoPoint", "Rankings", "SuiteResult", "SCHEMA", "result_schema"]
 
 SCHEMA = "tdaeval.suite_result/1"
 
@@ -61,7 +62,8 @@ class Entry:
 class SuiteResult:
     """Results of :func:`tdaeval.evaluate`: plain data, written and read back unchanged by :meth:`to_dict`/:meth:`from_dict`.
 
-    Renderers live in :mod:`tdaeval.reports` (:meth:`table` is a shortcut to :func:`tdaeval.reports.render_text`).
+    Renderers live in :mod:`tdaeval.reports`, except the plain-text table, the result's own
+    string form (:meth:`table`, also :func:`tdaeval.reports.render_text`).
 
     Attributes
     ----------
@@ -202,10 +204,29 @@ class SuiteResult:
         return [e for e in self.entries if e.result is None]
 
     def table(self) -> str:
-        """A plain-text ranked table per metric (:func:`tdaeval.reports.render_text`)."""
-        from tdaeval.reports.text import render_text  # reports import this module: the renderer is looked up when asked for
+        """A plain-text ranked table per metric: rank (interval), attributor, value, 95% CI, fit and attribute seconds.
 
-        return render_text(self)
+        What ``tdaeval run`` prints and ``str(result)`` gives (also :func:`tdaeval.reports.render_text`).
+        Reads the stored rankings (:attr:`rankings`); attributors that could not run are listed under
+        each metric with the reason. Lines are joined by newlines (no trailing newline).
+        """
+        lines = []
+        for metric in self.metrics:
+            rows = self.ranking(metric)
+            direction = "higher is better" if rows and self.get(rows[0].attributor, metric).higher_is_better else "lower is better"
+            lines.append(f"{metric} ({direction})")
+            lines.append(f"  {'rank':<6}{'attributor':<22}{'value':>9}  {'95% CI':<19}{'fit s':>8}{'attr. s':>9}")
+            for r in rows:
+                cost = next(e.cost for e in self.entries if e.attributor == r.attributor and e.metric == metric)
+                ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
+                lines.append(
+                    f"  {r.rank_label:<6}{r.attributor:<22}{_fmt(r.value):>9}  {ci:<19}"
+                    f"{cost.get('fit_s', float('nan')):>8.2f}{cost.get('attribute_s', float('nan')):>9.2f}"
+                )
+            for e in self.failures():
+                if e.metric == metric:
+                    lines.append(f"  {'-':<6}{e.attributor:<22}  could not run: {e.error}")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
@@ -265,7 +286,7 @@ class SuiteResult:
         the settings of ``provenance.ranking``.
 
         The document is validated against the published JSON Schema
-        (:func:`tdaeval.reports.result_schema`) first; a malformed one raises
+        (:func:`result_schema`, also :func:`tdaeval.reports.result_schema`) first; a malformed one raises
         :class:`~tdaeval.errors.ConfigError` with one line
         ``<source>: <key.path>: <what was expected>``. ``per_example`` arrays
         are checked by a dedicated fast loop (a million values take well under
@@ -341,16 +362,24 @@ def _read_rankings(data: dict[str, Any], entries: list[Entry], source: str) -> R
     return Rankings(settings, per_metric, aggregate, block["pareto"]["metric"], pareto, dict(block.get("errors", {})))
 
 
+def _fmt(value: float | None) -> str:
+    """A value in the text table: three decimals, ``nan`` when undefined."""
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def _finite(value: float | None) -> float | None:
     """``value`` as a JSON number, None when undefined (NaN or infinite)."""
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every ``results.json`` validates against (``suite_result.schema.json`` beside this module)."""
+    return json.loads((resources.files("tdaeval.suites") / "suite_result.schema.json").read_text())
+
+
 def _validate(data: Any, source: str) -> None:
     """Raise ConfigError ``<source>: <key.path>: <message>`` when ``data`` does not match the results schema."""
     import jsonschema
-
-    from tdaeval.reports.schema import result_schema
 
     def fail(path: list, message: str) -> None:
         where = ".".join(str(p) for p in path) or "(top level)"

@@ -23,6 +23,7 @@ from tdaeval.attributors.base import names as attributor_names
 from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least, collect_warnings
 from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION
+from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
 from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.metrics.base import Metric, get_metric
 from tdaeval.scores import write_scores
@@ -75,7 +76,7 @@ def train_reference(
                 return restored
     model = task.build_model(seed).to(device)
     all_indices = torch.arange(task.n_train)
-    if type(task).train is Task.train:
+    if task.trains_with_recipe:
         run = train_model(task, model, all_indices, seed, n_checkpoints=n_checkpoints, device=device)
         model, checkpoints = run.model, run.checkpoints
     else:
@@ -295,7 +296,7 @@ def evaluate(
                 continue
             cost = {"fit_s": fit_s, "attribute_s": attribute_s, "peak_memory_bytes": float(memory.peak_bytes)}
             # Ensembles and the seed posterior split their cost further (training, serving, storage).
-            cost.update({k: float(v) for k, v in getattr(attributor, "cost_", {}).items() if isinstance(v, (int, float))})
+            cost.update({k: float(v) for k, v in attributor.cost_.items() if isinstance(v, (int, float))})
             for metric, truth in zip(metric_objs, truths):
                 # Metrics of the training data itself (mislabel detection) ask the attributor for self-influence.
                 said_here = list(said)  # self-influence solves again
@@ -437,7 +438,7 @@ def run_suite(
 def build_groundtruth(
     suite: Any,
     *,
-    shard: Any = None,
+    shard: Shard | str | None = None,
     plan_only: bool = False,
     cache_dir: str | Path | None = None,
     executor: Any = None,
@@ -470,8 +471,6 @@ def build_groundtruth(
         ``missing``, ``state`` (``complete``, ``incomplete`` or ``no retraining``)
         and ``note``.
     """
-    from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
-
     built = _load_suite(suite, "build_groundtruth")
     config, task, metrics = built.config, built.task, built.metrics
     check_progress(progress, "build_groundtruth")

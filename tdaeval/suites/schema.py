@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,6 +78,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Named(_Strict):
+    """A spec that names what it builds in one key, :attr:`_KEY`: a bare string is shorthand for ``{_KEY: string}``,
+    and a name with ``':'`` must be a ``module:Name`` path (the registries resolve those)."""
+
+    _KEY: ClassVar[str] = "name"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {cls._KEY: value} if isinstance(value, str) else value
+
+
+def _check_name(value: str | None, key: str) -> None:
+    """A registered name, or (with ``':'``) a ``module:Name`` path checked by :data:`IMPORT_PATH`."""
+    if value is not None and ":" in value:
+        _check_import_path(value, key)
+
+
 class SettingSpec(_Strict):
     """A controlled setting applied to the task (mislabel, subclass, shortcut, mixed-dataset metrics)."""
 
@@ -85,23 +103,20 @@ class SettingSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TaskSpec(_Strict):
-    """What is explained: a built-in task by ``name`` or a ``factory`` ``"module:function"`` returning a Task."""
+class TaskSpec(_Named):
+    """What is explained: a task by ``name`` (registered, or ``"module:Name"`` of a Task subclass) or a
+    ``factory`` ``"module:function"`` returning a Task."""
 
     name: str | None = None
     factory: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     setting: SettingSpec | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
     @model_validator(mode="after")
     def _one_source(self) -> "TaskSpec":
         if (self.name is None) == (self.factory is None):
             raise ValueError("give exactly one of 'name' (a built-in task) or 'factory' ('module:function')")
+        _check_name(self.name, "name")
         if self.factory is not None:
             _check_import_path(self.factory, "factory")
         if self.name is not None and "recipe" in self.params and not isinstance(self.params["recipe"], dict):
@@ -110,22 +125,18 @@ class TaskSpec(_Strict):
         return self
 
 
-class AttributorSpec(_Strict):
+class AttributorSpec(_Named):
     """An attributor: ``use`` is a registered name or ``"module:Name"``; ``name`` labels it in reports."""
+
+    _KEY: ClassVar[str] = "use"
 
     use: str
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"use": value} if isinstance(value, str) else value
-
     @model_validator(mode="after")
     def _import_path(self) -> "AttributorSpec":
-        if ":" in self.use:
-            _check_import_path(self.use, "use")
+        _check_name(self.use, "use")
         return self
 
     @property
@@ -134,16 +145,19 @@ class AttributorSpec(_Strict):
         return self.name or self.use
 
 
-class MetricSpec(_Strict):
-    """A registered metric and its parameters."""
+class MetricSpec(_Named):
+    """A metric, by registered name or ``"module:Name"`` of a Metric subclass, and its parameters.
+
+    Results and floors name the metric by its registered name (the class's ``name``), not by the path.
+    """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+    @model_validator(mode="after")
+    def _import_path(self) -> "MetricSpec":
+        _check_name(self.name, "name")
+        return self
 
 
 class GroundTruthSpec(_Strict):
@@ -182,8 +196,7 @@ class FloorSpec(_Strict):
     def _one_bound(self) -> "FloorSpec":
         if self.min is None and self.max is None:
             raise ValueError("give 'min' and/or 'max'")
-        for key in ("min", "max"):
-            value = getattr(self, key)
+        for key, value in (("min", self.min), ("max", self.max)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"'{key}' must be a finite number; got {value!r}")
         return self

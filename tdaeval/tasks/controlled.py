@@ -10,6 +10,7 @@ every step in order).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from tdaeval.datasets import Data, add_trigger, flip_labels, foreign_images, gro
 from tdaeval.errors import ConfigError
 from tdaeval.task import ControlledSetting, Task
 
-__all__ = ["ControlledSetting", "with_flipped_labels", "with_grouped_labels", "with_shortcut", "with_mixed_dataset"]
+__all__ = ["ControlledSetting", "SETTING_FUNCTIONS", "with_flipped_labels", "with_grouped_labels", "with_shortcut", "with_mixed_dataset"]
 
 
 def with_flipped_labels(task: Task, fraction: float = 0.1, seed: int = 0) -> Task:
@@ -144,3 +145,12 @@ def with_mixed_dataset(task: Task, n_foreign: int = 50, label: int = 0, n_test: 
     controlled.train_data = Data(torch.cat([task.train_data.inputs, images[:n_foreign]]), torch.cat([task.train_data.targets, labels[:n_foreign]]))
     controlled.test_data = Data(images[n_foreign:].clone(), labels[n_foreign:].clone())
     return controlled
+
+
+#: The settings a suite can apply, by the name it gives (``task.setting.name``, :data:`tdaeval.suites.schema.SETTINGS`).
+SETTING_FUNCTIONS: dict[str, Callable[..., Task]] = {
+    "flipped_labels": with_flipped_labels,
+    "grouped_labels": with_grouped_labels,
+    "shortcut": with_shortcut,
+    "mixed_dataset": with_mixed_dataset,
+}

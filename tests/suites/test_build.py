@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tdaeval.errors import ConfigError
-from tdaeval.suites import BuiltSuite, build_groundtruth, build_suite, run_suite, schema
+from tdaeval.suites import BuiltSuite, build_groundtruth, build_suite, evaluate_checks, run_suite, schema
 from tdaeval.suites import config as suite_config
 from tdaeval.suites.build import build_task
 from tdaeval.task import TrainRecipe
@@ -159,3 +159,29 @@ def test_the_older_one_call_forms_still_build_to_check(tmp_path):
     assert config.metrics[0].name == "ldss" and folder == tmp_path.resolve()
     with pytest.raises(ConfigError, match=r"s\.yaml: metrics\.0\.name: Unknown metric 'ldss'"):
         suite_config.parse_suite(path.read_text(), source="s.yaml")
+
+
+def test_a_metric_named_by_path_is_keyed_by_its_registered_name_in_results_and_floors(tmp_path):
+    path = tmp_path / "s.yaml"
+    metric = {"name": "tdaeval.metrics.lds:LDS", "params": {"n_subsets": 2}}
+    path.write_text(yaml.safe_dump({**TINY, "metrics": [metric], "thresholds": {"floors": [{"attributor": "gd", "metric": "lds", "min": -1.0}]}}))
+    built = build_suite(path)
+    assert [m.name for m in built.metrics] == ["lds"] and built.metrics[0].n_subsets == 2
+    result = run_suite(built, progress=False)
+    assert {e.metric for e in result.entries} == {"lds"}
+    outcomes = evaluate_checks(result, built.config.thresholds)
+    assert [(o.metric, o.passed) for o in outcomes] == [("lds", True)]  # the floor found the path's entries
+
+
+def test_a_floor_naming_a_metric_by_its_path_is_refused_with_the_name_to_write():
+    text = yaml.safe_dump({**TINY, "metrics": ["tdaeval.metrics.lds:LDS"],
+                           "thresholds": {"floors": [{"attributor": "gd", "metric": "tdaeval.metrics.lds:LDS", "min": 0}]}})
+    with pytest.raises(ConfigError, match=r"^s\.yaml: thresholds\.floors\.0\.metric: floors name a metric as results do, by its registered "
+                                          r"name: write 'lds' for 'tdaeval\.metrics\.lds:LDS'\.$"):
+        build_suite(schema.parse_suite(text), source="s.yaml")
+
+
+def test_two_metrics_resolving_to_one_registered_name_are_refused():
+    text = yaml.safe_dump({**TINY, "metrics": ["lds", "tdaeval.metrics.lds:LDS"], "thresholds": {}})
+    with pytest.raises(ConfigError, match=r"^s\.yaml: metrics\.1\.name: 'tdaeval\.metrics\.lds:LDS' is the metric 'lds', as metrics\.0 is"):
+        build_suite(schema.parse_suite(text), source="s.yaml")

@@ -57,3 +57,24 @@ def test_sample_targets_is_declared_on_task():
     assert not task.supports_sampling
     with pytest.raises(TdaevalError, match="NoSampling cannot sample targets"):
         task.sample_targets(torch.zeros(2, 1), torch.Generator())
+
+
+def test_training_with_the_recipe_is_declared_on_task():
+    digits, linear = DigitsTask(n_train=20, n_test=5), LinearRegressionTask(n_train=20, n_test=5)
+    assert digits.trains_with_recipe and not linear.trains_with_recipe  # the ridge task overrides train
+
+    class OwnTraining(DigitsTask):
+        def train(self, model, train_indices, seed):
+            return model.eval()
+
+    assert not OwnTraining(n_train=20, n_test=5).trains_with_recipe
+
+
+def test_every_setting_a_suite_can_name_has_its_function():
+    from typing import get_args
+
+    from tdaeval.suites.schema import SETTINGS, SettingSpec
+    from tdaeval.tasks import controlled
+
+    assert tuple(controlled.SETTING_FUNCTIONS) == SETTINGS == get_args(SettingSpec.model_fields["name"].annotation)
+    assert all(function is getattr(controlled, f"with_{name}") for name, function in controlled.SETTING_FUNCTIONS.items())
