@@ -123,11 +123,6 @@ class Metric(ValidatedInit, ABC):
         Direction of the metric's value.
     bounds : tuple or None
         Range of possible values.
-    truth_type : type
-        The :class:`~tdaeval.groundtruth.truths.GroundTruth` subclass
-        :meth:`build_truth` returns and :meth:`compute` accepts
-        (:class:`~tdaeval.groundtruth.truths.NoTruth` for a metric that
-        reads only the scores).
     needs_model : bool
         :meth:`build_truth` needs the explained model (``model=``).
     needs_attributor : bool
@@ -151,6 +146,8 @@ class Metric(ValidatedInit, ABC):
     name: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = True
     bounds: ClassVar[tuple[float, float] | None] = None
+    #: The :class:`~tdaeval.groundtruth.truths.GroundTruth` subclass :meth:`build_truth` returns and
+    #: :meth:`compute` accepts (:class:`~tdaeval.groundtruth.truths.NoTruth` for a metric that reads only the scores).
     truth_type: ClassVar[type[GroundTruth]] = NoTruth
     needs_model: ClassVar[bool] = False
     needs_attributor: ClassVar[bool] = False

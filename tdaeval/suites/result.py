@@ -74,7 +74,7 @@ class SuiteResult:
         Versions, seed, device, cache directory, git hash when available, the suite.
     checks : list of dict
         Outcomes of ``tdaeval check`` (:class:`tdaeval.suites.checks.CheckOutcome` as dicts), when run.
-    rankings : Rankings or None
+    rankings : tdaeval.suites.ranking.Rankings or None
         Per-metric rankings, aggregate ranks and the Pareto set, computed once by :meth:`rank`
         (the runner does it at the end of a run, and results documents store them). A result
         built by hand, or read from a document written before they were stored, computes them
