@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
+from tdaeval.params import check_int_at_least
 
 __all__ = ["Data", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_regression"]
 

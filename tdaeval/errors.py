@@ -29,22 +29,6 @@ class StoreError(TdaevalError):
     """The artifact store cannot be used or holds an artifact that does not match."""
 
 
-def check_in_open_interval(name: str, owner: str, value: float, low: float, high: float) -> float:
-    """Raise ``ConfigError`` unless ``low < value < high``; :func:`tdaeval.params.validate_params` with one ``Interval``."""
-    from tdaeval.params import Interval, validate_params  # tdaeval.params imports this module
-
-    validate_params(owner, {name: value}, {name: [Interval(float, float(low), float(high), closed="neither")]})
-    return float(value)
-
-
-def check_int_at_least(name: str, owner: str, value: int, minimum: int) -> int:
-    """Raise ``ConfigError`` unless ``value`` is an integer ``>= minimum``; :func:`tdaeval.params.validate_params` with one ``Interval``."""
-    from tdaeval.params import Interval, validate_params  # tdaeval.params imports this module
-
-    validate_params(owner, {name: value}, {name: [Interval(int, minimum, None)]})
-    return value
-
-
 class TdaevalWarning(UserWarning):
     """Base class of the warnings tdaeval issues about a result it still returns (results record them)."""
 

@@ -62,6 +62,8 @@ __all__ = [
     "invalid_values",
     "ValidatedInit",
     "ValidatedDataclass",
+    "check_int_at_least",
+    "check_in_open_interval",
 ]
 
 #: Longest ``repr`` of a rejected value shown in a message.
@@ -373,3 +375,15 @@ class ValidatedDataclass:
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
         validate_params(type(self).__name__, values, self._parameter_constraints)
+
+
+def check_in_open_interval(name: str, owner: str, value: float, low: float, high: float) -> float:
+    """Raise ``ConfigError`` unless ``low < value < high``; :func:`validate_params` with one ``Interval``."""
+    validate_params(owner, {name: value}, {name: [Interval(float, float(low), float(high), closed="neither")]})
+    return float(value)
+
+
+def check_int_at_least(name: str, owner: str, value: int, minimum: int) -> int:
+    """Raise ``ConfigError`` unless ``value`` is an integer ``>= minimum``; :func:`validate_params` with one ``Interval``."""
+    validate_params(owner, {name: value}, {name: [Interval(int, minimum, None)]})
+    return value

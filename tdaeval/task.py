@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval.errors import ConfigError, TdaevalError
 from tdaeval.hashing import canonical_json, sha256_json  # re-exported: cache keys used to live here
+from tdaeval.params import check_int_at_least
 from tdaeval.training import train_model
 
 __all__ = ["ControlledSetting", "Task", "TrainRecipe", "canonical_json", "sha256_json"]

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from tdaeval.errors import ConfigError, check_in_open_interval, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.params import (
     Boolean,
     Check,
@@ -18,6 +18,8 @@ from tdaeval.params import (
     Options,
     ValidatedDataclass,
     ValidatedInit,
+    check_in_open_interval,
+    check_int_at_least,
     describe,
     invalid_values,
     validate_params,

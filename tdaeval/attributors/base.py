@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import AttributorError, ConfigError, check_int_at_least
-from tdaeval.params import Check, Instance, ValidatedInit
+from tdaeval.errors import AttributorError, ConfigError
+from tdaeval.params import Check, Instance, ValidatedInit, check_int_at_least
 from tdaeval.registry import Registry, import_object
 from tdaeval.scores import Attribution  # re-exported: the score type lives in a neutral module
 from tdaeval.task import Task

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval.errors import ConfigError, TdaevalError
 from tdaeval.groundtruth._procs import exit_with_parent
+from tdaeval.params import check_int_at_least
 from tdaeval.registry import Registry
 from tdaeval.task import Task
 from tdaeval.training import train_models

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION, derive_seed
 from tdaeval.groundtruth.sharding import IncompleteGroundTruth, current_mode
 from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.groundtruth.truths import GroundTruth
+from tdaeval.params import check_int_at_least
 from tdaeval.task import Task
 
 __all__ = ["FurtherTrainingSpec", "FurtherTrainingGroundTruth", "further_train", "build_further_training_groundtruth", "model_digest"]

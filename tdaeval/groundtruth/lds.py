@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, check_in_open_interval, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.executors import Executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job, run_jobs  # run_jobs: also importable from here
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.groundtruth.truths import GroundTruth
+from tdaeval.params import check_in_open_interval, check_int_at_least
 from tdaeval.task import Task
 
 __all__ = ["LDSSpec", "LDSGroundTruth", "subset_masks", "lds_jobs", "build_lds_groundtruth", "run_jobs"]

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.executors import Executor
 from tdaeval.groundtruth.jobs import TrainJob, derive_seed, make_train_job, run_jobs
 from tdaeval.groundtruth.store import ArtifactStore
 from tdaeval.groundtruth.truths import GroundTruth
+from tdaeval.params import check_int_at_least
 from tdaeval.task import Task
 
 __all__ = ["LOOSpec", "LOOGroundTruth", "removed_indices", "loo_jobs", "build_loo_groundtruth"]

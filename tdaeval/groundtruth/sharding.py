@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least
+from tdaeval.errors import ConfigError, TdaevalError
+from tdaeval.params import check_int_at_least
 
 __all__ = ["Shard", "BuildMode", "IncompleteGroundTruth", "build_mode", "current_mode"]
 

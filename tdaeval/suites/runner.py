@@ -20,12 +20,13 @@ from tdaeval._integrity import check_unchanged, state_digests
 from tdaeval.attributors.base import Attributor, resolve
 from tdaeval.attributors.base import get as get_attributor
 from tdaeval.attributors.base import names as attributor_names
-from tdaeval.errors import ConfigError, TdaevalError, check_int_at_least, collect_warnings
+from tdaeval.errors import ConfigError, TdaevalError, collect_warnings
 from tdaeval.groundtruth.executors import Executor, get_executor
 from tdaeval.groundtruth.jobs import GROUNDTRUTH_VERSION
 from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
 from tdaeval.groundtruth.store import ArtifactStore, job_key
 from tdaeval.metrics.base import Metric, get_metric
+from tdaeval.params import check_int_at_least
 from tdaeval.scores import write_scores
 from tdaeval.suites.build import BuiltSuite, build_suite
 from tdaeval.suites.cost import PeakMemory

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from tdaeval.datasets import load_digits
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
 from tdaeval.nn import SeededDropout
+from tdaeval.params import check_int_at_least
 from tdaeval.task import TrainRecipe
 from tdaeval.tasks.classification import ClassificationTask
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from tdaeval.datasets import Data
-from tdaeval.errors import ConfigError, check_int_at_least
+from tdaeval.errors import ConfigError
+from tdaeval.params import check_int_at_least
 from tdaeval.task import TrainRecipe
 from tdaeval.tasks.classification import ClassificationTask
 
