@@ -86,12 +86,7 @@ def aligned_params(model: nn.Module, params: dict[str, Tensor] | None = None, su
 
 
 def per_sample_grads(
-    model: nn.Module,
-    objective,
-    data: Data,
-    *,
-    params: dict[str, Tensor] | None = None,
-    chunk_size: int = 256,
+    model: nn.Module, objective, data: Data, *, params: dict[str, Tensor] | None = None, chunk_size: int = 256,
     device: str | torch.device | None = None,
 ) -> Tensor:
     """Flattened per-example gradients of ``objective(outputs, targets)`` w.r.t. the parameters.

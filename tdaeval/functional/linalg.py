@@ -90,12 +90,7 @@ def _orthonormal_rows(block: Tensor, threshold: float) -> Tensor:
 
 
 def block_conjugate_gradient(
-    apply: Operator,
-    rhs: Tensor,
-    damping: float = 0.0,
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    max_basis_rows: int | None = None,
+    apply: Operator, rhs: Tensor, damping: float = 0.0, max_iter: int = 100, tol: float = 1e-6, max_basis_rows: int | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Solve ``(A + damping I) X = B`` for all rows of ``rhs`` at once in their shared Krylov space.
 
@@ -114,12 +109,9 @@ def block_conjugate_gradient(
 
     Parameters
     ----------
-    apply : callable
-        ``[m, P] -> [m, P]``, row-wise products with a symmetric ``A``.
-    rhs : Tensor
-        ``[k, P]`` right-hand sides.
-    damping : float
-        Added to the diagonal.
+    apply, rhs, damping
+        As for :func:`conjugate_gradient`; ``apply`` takes blocks of any
+        number of rows ``[m, P]``.
     max_iter : int
         Products (block or row-wise) in all.
     tol : float
