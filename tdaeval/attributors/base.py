@@ -170,6 +170,19 @@ class Attributor(ValidatedInit, ABC):
             raise AttributorError(f"Attributor {self.display_name!r}: checkpoint {index} lacks the model's parameters {missing[:5]}.")
         return params
 
+    def _checkpoint_model(self, index: int, checkpoint: Any, model: nn.Module | None = None) -> nn.Module:
+        """A deep copy of ``model`` (default: the fitted model) holding checkpoint ``index``'s parameters.
+
+        The checkpoint is checked by :meth:`_checkpoint_params` with ``exact=True``; the
+        caller's model is never changed.
+        """
+        params = self._checkpoint_params(index, checkpoint, exact=True)
+        copied = copy.deepcopy(self.model_ if model is None else model)
+        with torch.no_grad():
+            for name, param in copied.named_parameters():
+                param.copy_(params[name].to(param.device, param.dtype))
+        return copied
+
     def _fit(self) -> None:
         """Train-side work (per-sample gradients, factorizations); optional."""
 

@@ -58,7 +58,6 @@ __all__ = [
     "checkpoints",
     "dropout",
     "lora",
-    "model_with_params",
     "parameter_bytes",
     "with_member_dropout",
 ]
@@ -69,21 +68,6 @@ MASK_MODES = ("member", "example")
 def parameter_bytes(model: nn.Module) -> int:
     """Bytes of the model's parameters (what storing one member costs)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def model_with_params(model: nn.Module, params: dict[str, Tensor], owner: str) -> nn.Module:
-    """A deep copy of ``model`` holding ``params`` (a checkpoint's parameters), never the caller's model."""
-    names = dict(model.named_parameters())
-    if not isinstance(params, dict) or set(params) != set(names):
-        raise ConfigError(
-            f"Attributor {owner!r}: a checkpoint must hold a 'params' dict with exactly the model's parameters "
-            f"{sorted(names)[:5]}..."
-        )
-    member = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, param in member.named_parameters():
-            param.copy_(params[name].to(param.device, param.dtype))
-    return member
 
 
 def base_attributor(attributor: str | Attributor, attributor_params: dict[str, Any] | None, owner: str) -> Attributor:
@@ -342,8 +326,8 @@ class CheckpointEnsemble(Ensemble):
 
     def _members(self) -> list[tuple[nn.Module, list | None]]:
         checkpoints = self._checkpoints()
-        chosen = checkpoints if self.n_checkpoints is None else checkpoints[-self.n_checkpoints :]
-        return [(model_with_params(self.model_, c.params, self.display_name).eval(), None) for c in chosen]
+        first = 0 if self.n_checkpoints is None else max(0, len(checkpoints) - self.n_checkpoints)
+        return [(self._checkpoint_model(k, checkpoints[k]).eval(), None) for k in range(first, len(checkpoints))]
 
 
 # --- dropout ------------------------------------------------------------------------------------------------

@@ -341,7 +341,8 @@ class TracIn(_GradientAttributor):
 
     def _fit(self) -> None:
         self.model_.eval()
-        self.train_grads_ = [self._gradients(self.task_.loss, self.train_, c.params) for c in self._checkpoints()]
+        params = [self._checkpoint_params(k, c) for k, c in enumerate(self._checkpoints())]  # names checked: a subset is allowed
+        self.train_grads_ = [self._gradients(self.task_.loss, self.train_, p) for p in params]
 
     def _prepare_chunks(self, test: Data) -> list[GradientSet]:
         objective = _measurement_objective(self.task_)

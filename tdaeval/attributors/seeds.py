@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tdaeval.attributors.base import Attributor, register
-from tdaeval.attributors.ensembles import Ensemble, WrappingAttributor, model_with_params, parameter_bytes
+from tdaeval.attributors.ensembles import Ensemble, WrappingAttributor, parameter_bytes
 from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError
 from tdaeval.functional.reliability import TEST_DESCRIPTIONS, TESTS, describe_test, seed_statistics
@@ -131,7 +131,8 @@ class SeedPosterior(WrappingAttributor):
                         f"The 'last_k' parameter of SeedPosterior is {self.last_k} but a run of {self.task_.recipe.epochs} "
                         f"epochs records only {len(run.checkpoints)} checkpoints."
                     )
-                models = [model_with_params(run.model, c.params, self.display_name).eval() for c in run.checkpoints[-self.last_k :]]
+                first = len(run.checkpoints) - self.last_k
+                models = [self._checkpoint_model(k, run.checkpoints[k], run.model).eval() for k in range(first, len(run.checkpoints))]
             else:
                 models = [run.model.eval()]
             runs.append((models, run.checkpoints or None))

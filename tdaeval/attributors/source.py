@@ -151,6 +151,8 @@ class Source(Attributor):
 
     def _fit(self) -> None:
         checkpoints = self._checkpoints()
+        for k, checkpoint in enumerate(checkpoints):  # every checkpoint holds exactly the model's parameters, by name
+            self._checkpoint_params(k, checkpoint, exact=True)
         factored_layers(self.model_, strict=f"Attributor {self.display_name!r} (EK-FAC curvature)", hint="")
         self.model_.eval()
         recipe = self.task_.recipe

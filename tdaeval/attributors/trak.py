@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor
 
@@ -129,15 +127,7 @@ class TRAK(Attributor):
 
     def _checkpoint_models(self) -> list[torch.nn.Module]:
         """One copy of the fitted model per checkpoint, holding that checkpoint's parameters."""
-        models = []
-        for k, checkpoint in enumerate(self._checkpoints()):
-            params = self._checkpoint_params(k, checkpoint, exact=True)
-            model = copy.deepcopy(self.model_)
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    param.copy_(params[name].to(param.device, param.dtype))
-            models.append(model)
-        return models
+        return [self._checkpoint_model(k, checkpoint) for k, checkpoint in enumerate(self._checkpoints())]
 
     def _models(self) -> list[torch.nn.Module]:
         models = self._checkpoint_models() if self.use_checkpoints else [self.model_]

@@ -75,3 +75,18 @@ def test_the_requirement_is_checked_before_train_side_work(small_logreg):
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     fitted = Needy().fit(small_logreg, model, small_logreg.train_data, checkpoints=[Checkpoint(epoch=1, lr=0.1, params=params)])
     assert Needy.fitted and len(fitted._checkpoints()) == 1
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_a_checkpoint_with_a_parameter_the_model_lacks_raises_one_error_naming_attributor_and_checkpoint(small_logreg, name, params):
+    """Every attributor that reads checkpoints checks them by name the same way (one base method)."""
+    attributor = _instance(name, **params)
+    model = small_logreg.build_model(0).eval()
+    good = {k: v.detach().clone() for k, v in model.named_parameters()}
+    checkpoints = [Checkpoint(epoch=1, lr=0.1, params=good), Checkpoint(epoch=2, lr=0.1, params={**good, "bogus.weight": torch.zeros(1)})]
+    with pytest.raises(AttributorError) as caught:
+        attributor.fit(small_logreg, model, small_logreg.train_data, checkpoints=checkpoints)
+        attributor.attribute(small_logreg.test_data)
+    assert str(caught.value) == (
+        f"Attributor {attributor.display_name!r}: checkpoint 1 holds parameters the model does not have: ['bogus.weight']."
+    )
