@@ -63,6 +63,9 @@ class Attributor(ValidatedInit, ABC):
     _display_name: str | None = None
     #: Whether :meth:`fit` needs the checkpoints of the training run (read it through :meth:`needs_checkpoints`).
     requires_checkpoints: ClassVar[bool] = False
+    #: Constructor parameters that make the attributor cheap enough for the common tests run over every
+    #: registered attributor (e.g. a smaller projection or two ensemble members); empty when its defaults are.
+    contract_params: ClassVar[dict[str, Any]] = {}
     #: What the attributor spent beyond its own fit and attribution, for attributors that track it (ensembles,
     #: the seed posterior): ``members``, ``training_seconds`` (extra models trained), ``serving_seconds``
     #: (fitting and attributing with the members, accumulated over calls) and ``storage_bytes`` (what serving

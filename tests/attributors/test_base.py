@@ -102,7 +102,7 @@ def _contract_attributor(name: str) -> Attributor:
     cls = type(get(name)) if ":" not in name else None
     if cls is not None and issubclass(cls, AdapterAttributor) and not cls.available():
         pytest.skip(f"{name}: optional library {cls.library!r} not installed (extra {cls.extra!r})")
-    return get(name, **getattr(cls, "contract_params", {}))
+    return get(name, **cls.contract_params)
 
 
 # The 3-epoch MLP is far from a minimum: CG meets negative curvature and says so.

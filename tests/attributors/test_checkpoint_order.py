@@ -37,7 +37,7 @@ def _attributor(name: str):
     cls = type(get(name))
     if issubclass(cls, AdapterAttributor) and not cls.available():
         pytest.skip(f"{name}: optional library {cls.library!r} not installed (extra {cls.extra!r})")
-    return get(name, **getattr(cls, "contract_params", {}))
+    return get(name, **cls.contract_params)
 
 
 @functools.lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ def _message(name: str) -> str:
 
 def _instance(name: str, **params) -> Attributor:
     """A registered attributor with its contract parameters (no optional library is imported)."""
-    return get(name, **{**getattr(type(get(name)), "contract_params", {}), **params})
+    return get(name, **{**type(get(name)).contract_params, **params})
 
 
 @pytest.mark.parametrize("name", names())

@@ -93,7 +93,7 @@ def test_every_constructor_parameter_is_constrained_or_listed(name):
 def test_adapters_build_without_their_library(monkeypatch, cls):
     """An adapter's constructor never imports its library (it is imported at fit)."""
     monkeypatch.setitem(sys.modules, cls.library, None)  # any import of it now fails
-    attributor = cls(**getattr(cls, "contract_params", {}))
+    attributor = cls(**cls.contract_params)
     assert isinstance(attributor, cls)
 
 
@@ -165,3 +165,12 @@ def test_grouped_and_flat_settings_give_the_same_scores(linear_task):
     flat = get("influence", solver="arnoldi", damping=0.1, arnoldi_iter=8, arnoldi_rank=3).fit(task, model, task.train_data)
     grouped = Influence(solver="arnoldi", damping=0.1, arnoldi=ArnoldiSettings(n_iter=8, rank=3)).fit(task, model, task.train_data)
     assert torch.equal(flat.attribute(task.test_data), grouped.attribute(task.test_data))
+
+
+@pytest.mark.parametrize("name", names())
+def test_contract_params_name_constructor_parameters_and_are_valid(name):
+    """The common tests build every attributor with its ``contract_params``: a misspelt key must not pass silently."""
+    cls = _class(name)
+    accepted, _ = _parameters(cls)
+    assert set(cls.contract_params) <= set(accepted), f"{name}: {sorted(set(cls.contract_params) - set(accepted))}"
+    assert set(cls.contract_params) <= set(cls(**cls.contract_params).get_params())  # accepted and kept
