@@ -15,12 +15,12 @@ from torch import Tensor
 
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, NoTruth
-from tdaeval.params import Interval, ValidatedInit, validate_params
+from tdaeval.params import Interval, ValidatedInit
 from tdaeval.registry import Registry
 from tdaeval.scores import Attribution
 
 __all__ = ["METRICS", "Metric", "RetrainingMetric", "ScoresOnlyMetric", "MetricResult", "register_metric", "get_metric", "metric_class",
-           "metric_names", "as_score_matrix", "check_n_bootstrap", "N_BOOTSTRAP_CONSTRAINT", "SEED_CONSTRAINT"]
+           "metric_names", "as_score_matrix", "N_BOOTSTRAP_CONSTRAINT", "SEED_CONSTRAINT"]
 
 #: What every metric's ``n_bootstrap`` accepts (fewer resamples give no usable interval).
 N_BOOTSTRAP_CONSTRAINT = [Interval(int, 10, None)]
@@ -290,15 +290,6 @@ def metric_names() -> list[str]:
     """Registered metric names, sorted."""
     return METRICS.names()
 
-
-def check_n_bootstrap(owner: str, n_bootstrap: Any) -> int:
-    """``n_bootstrap`` when it is an integer >= 10, else a ``ConfigError`` naming ``owner``.
-
-    Metrics declare ``n_bootstrap`` in ``_parameter_constraints`` instead; this
-    is for code that takes a resample count outside a constructor.
-    """
-    validate_params(owner, {"n_bootstrap": n_bootstrap}, {"n_bootstrap": N_BOOTSTRAP_CONSTRAINT})
-    return n_bootstrap
 
 
 def as_score_matrix(scores: Any, metric: str) -> Tensor:
