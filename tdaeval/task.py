@@ -182,6 +182,16 @@ class Task(ABC):
         """
         raise TdaevalError(f"{type(self).__name__} cannot sample targets from its model: it does not override Task.sample_targets.")
 
+    def positions(self, data: Data) -> Tensor | None:
+        """Which positions of sequence examples carry the measurement and the loss, ``[n, T]`` bool; None for
+        examples that are not sequences (the default).
+
+        Representation-based attributors (``similarity``, ``representer``) mean-pool ``[n, T, d]`` features
+        over these positions; a sequence task overrides it (the language-model task: where the target is not
+        the ignore index).
+        """
+        return None
+
     @property
     def supports_sampling(self) -> bool:
         """Whether :meth:`sample_targets` is implemented (else attributors use the observed targets)."""
