@@ -77,6 +77,7 @@ test-quanda:
 	$(QUANDA_VENV)/bin/python -m pip install --quiet --no-deps "numpy>=2"
 	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/attributors/adapters/test_quanda.py tests/attributors/test_base.py -k quanda
 	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/metrics/test_quanda_metrics.py
+	$(QUANDA_VENV)/bin/python -m pytest -p no:cacheprovider tests/metrics/test_fact_tracing.py -k quanda
 
 # peft imports transformers, which imports torchvision, which does not import
 # beside the CPU torch 2.13.0 build: the LoRA ensemble's peft test runs in its own venv.

@@ -10,6 +10,19 @@ from tdaeval.functional.detection import average_precision, detection_curve, pos
 from tdaeval.functional.lds import lds, lds_two_way_ci, subset_predictions
 from tdaeval.functional.ranking import holm_adjust, paired_bootstrap_differences, pareto_front, rank_intervals
 from tdaeval.functional.reliability import rank_stability, significant_fraction, topk_jaccard
+from tdaeval.functional.retrieval import (
+    category_breakdown,
+    hit_at_k,
+    precision_at_k,
+    random_hit_at_k,
+    random_precision_at_k,
+    random_recall_at_k,
+    random_reciprocal_rank,
+    recall_at_k,
+    reciprocal_rank,
+    rerank_candidates,
+    topk_inclusion,
+)
 from tdaeval.functional.topk import topk_cardinality_shares, topk_label_agreement
 
 __all__ = [
@@ -39,4 +52,15 @@ __all__ = [
     "spearman",
     "subset_predictions",
     "topk_jaccard",
+    "category_breakdown",
+    "hit_at_k",
+    "precision_at_k",
+    "random_hit_at_k",
+    "random_precision_at_k",
+    "random_recall_at_k",
+    "random_reciprocal_rank",
+    "recall_at_k",
+    "reciprocal_rank",
+    "rerank_candidates",
+    "topk_inclusion",
 ]

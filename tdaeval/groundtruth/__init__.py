@@ -8,10 +8,13 @@ from tdaeval.groundtruth.loo import LOOGroundTruth, LOOSpec, build_loo_groundtru
 from tdaeval.groundtruth.removal import RemovalContext, RemovalSpec, build_removal_context, removal_outcome
 from tdaeval.groundtruth.sharding import IncompleteGroundTruth, Shard, build_mode
 from tdaeval.groundtruth.store import ArtifactStore, default_cache_dir, job_key
-from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth, LabelTruth, MaskTruth, ModelTruth, NoTruth
+from tdaeval.groundtruth.tail_patch import OneStepEffectSpec, OneStepEffectTruth, build_one_step_effects, one_step_effects
+from tdaeval.groundtruth.truths import NO_TRUTH, EntailmentTruth, GroundTruth, LabelTruth, MaskTruth, ModelTruth, NoTruth
 
 __all__ = [
+    "OneStepEffectSpec", "OneStepEffectTruth", "build_one_step_effects", "one_step_effects",
     "ArtifactStore",
+    "EntailmentTruth",
     "Executor",
     "IncompleteGroundTruth",
     "ProcessExecutor",

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tdaeval.errors import ConfigError
 
-__all__ = ["GroundTruth", "NoTruth", "NO_TRUTH", "MaskTruth", "LabelTruth", "ModelTruth"]
+__all__ = ["GroundTruth", "NoTruth", "NO_TRUTH", "MaskTruth", "LabelTruth", "ModelTruth", "EntailmentTruth"]
 
 
 class GroundTruth:
@@ -119,3 +119,71 @@ class ModelTruth(GroundTruth):
     task: Any
     model: nn.Module
     reference: nn.Module
+
+
+@dataclass(frozen=True, eq=False)
+class EntailmentTruth(GroundTruth):
+    """Known proponents of each test query (fact tracing): which training items entail it, and each pair's category.
+
+    Attributes
+    ----------
+    entailment : Tensor
+        ``[n_test, n_train]`` bool, True where the training item states the
+        query's fact (a proponent).
+    categories : Tensor or None
+        ``[n_test, n_train]`` integer codes into ``category_names`` (int8 in
+        the language-model task: proponent, same subject, same object, …);
+        None when only the entailment is known.
+    category_names : tuple of str
+        Name of each category code (empty when ``categories`` is None).
+
+    Examples
+    --------
+    >>> import torch
+    >>> truth = EntailmentTruth(torch.tensor([[True, False, False]]), torch.tensor([[1, 0, 2]], dtype=torch.int8),
+    ...                         ("other", "proponent", "same_object"))
+    >>> truth.n_test, truth.n_train, truth.category("same_object").tolist()
+    (1, 3, [[False, False, True]])
+    """
+
+    entailment: Tensor
+    categories: Tensor | None = None
+    category_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        entailment = torch.as_tensor(self.entailment)
+        if entailment.ndim != 2 or entailment.dtype != torch.bool:
+            raise ConfigError(f"The 'entailment' field of EntailmentTruth must be a bool Tensor [n_test, n_train]. "
+                              f"Got {entailment.dtype} of shape {tuple(entailment.shape)}.")
+        names = self.category_names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"The 'category_names' field of EntailmentTruth must be a tuple of distinct strings. Got {names!r}.")
+        object.__setattr__(self, "entailment", entailment)
+        object.__setattr__(self, "category_names", tuple(names))
+        if self.categories is None:
+            return
+        categories = torch.as_tensor(self.categories)
+        if categories.shape != entailment.shape or categories.dtype.is_floating_point or categories.dtype in (torch.bool, torch.complex64,
+                                                                                                              torch.complex128):
+            raise ConfigError(f"The 'categories' field of EntailmentTruth must be an integer Tensor of shape {tuple(entailment.shape)} "
+                              f"like 'entailment'. Got {categories.dtype} of shape {tuple(categories.shape)}.")
+        if categories.numel() and (int(categories.min()) < 0 or int(categories.max()) >= len(names)):
+            raise ConfigError(f"The 'categories' field of EntailmentTruth must hold codes in [0, {len(names)}) (one per category name). "
+                              f"Got values in [{int(categories.min())}, {int(categories.max())}].")
+        object.__setattr__(self, "categories", categories)
+
+    @property
+    def n_test(self) -> int:
+        """Number of queries (rows)."""
+        return int(self.entailment.shape[0])
+
+    @property
+    def n_train(self) -> int:
+        """Number of training items (columns)."""
+        return int(self.entailment.shape[1])
+
+    def category(self, name: str) -> Tensor:
+        """``[n_test, n_train]`` bool: the pairs of category ``name`` (a ``ConfigError`` when there are no categories or no such name)."""
+        if self.categories is None or name not in self.category_names:
+            raise ConfigError(f"EntailmentTruth has no category {name!r}. Its categories: {list(self.category_names)}.")
+        return self.categories == self.category_names.index(name)

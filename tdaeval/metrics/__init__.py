@@ -2,6 +2,7 @@
 
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_class, metric_names, register_metric
 from tdaeval.metrics.detection import MislabelDetection
+from tdaeval.metrics.fact_tracing import MRR, HitAtK, PrecisionAtK, RecallAtK, RecallAtKMetric
 from tdaeval.metrics.further import FurtherTraining, FurtherTrainingSpearman
 from tdaeval.metrics.heuristics import (
     ClassDetection,
@@ -15,10 +16,12 @@ from tdaeval.metrics.lds import LDS
 from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
+from tdaeval.metrics.tail_patch import TailPatch
 
 __all__ = [
-    "Brittleness", "ClassDetection", "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO",
+    "Brittleness", "ClassDetection", "HitAtK", "MRR", "PrecisionAtK", "RecallAtK", "RecallAtKMetric",
+    "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO",
     "LOOPearson", "MislabelDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection",
-    "SubclassDetection", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric",
+    "SubclassDetection", "TailPatch", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric",
     "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric",
 ]

@@ -27,6 +27,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tdaeval.datasets import Data
 from tdaeval.groundtruth import (
     NO_TRUTH,
+    EntailmentTruth,
     FurtherTrainingGroundTruth,
     FurtherTrainingSpec,
     GroundTruth,
@@ -251,6 +252,42 @@ def _top_k_cardinality() -> Case:
     return Case(get_metric("top_k_cardinality", k=k, n_bootstrap=100), torch.tensor(scores), NO_TRUTH, reference, chance=None)
 
 
+def _tail_patch() -> Case:
+    from tdaeval.groundtruth.tail_patch import OneStepEffectSpec, OneStepEffectTruth
+
+    r = _rng(12)
+    n_test, n_train, k = 40, 30, 5
+    effects, scores = r.normal(size=(n_test, n_train)), r.normal(size=(n_test, n_train))
+    reference = np.take_along_axis(effects, _top(scores, k), axis=1).mean(axis=1)  # tie-free: the top-k mean of Δ
+    truth = OneStepEffectTruth(torch.tensor(effects), True, OneStepEffectSpec(eta=0.01))
+    metric = get_metric("tail_patch", k=k, eta=0.01, n_bootstrap=100)
+    return Case(metric, torch.tensor(scores), truth, reference, chance=float(effects.mean()), tolerance=0.2)
+
+
+def _fact_tracing(name: str) -> Callable[[], Case]:
+    def build() -> Case:
+        from scipy.special import comb
+
+        r = _rng(12)
+        n_test, n_train, m, k = 60, 120, 2, 10
+        entailment = np.zeros((n_test, n_train), dtype=bool)
+        for q in range(n_test):
+            entailment[q, r.choice(n_train, m, replace=False)] = True
+        scores = r.normal(size=(n_test, n_train))
+        ranked = entailment[np.arange(n_test)[:, None], np.argsort(-scores, axis=1, kind="stable")]  # relevance in rank order
+        hits = ranked[:, :k].sum(axis=1)
+        reference = {"mrr": 1.0 / (np.argmax(ranked, axis=1) + 1), "hit_at_k": (hits > 0).astype(float),
+                     "recall_at_k": hits / m, "precision_at_k": hits / k}[name]
+        chance = {"mrr": sum(comb(n_train - rank, m - 1) / comb(n_train, m) / rank for rank in range(1, n_train - m + 2)),
+                  "hit_at_k": 1 - comb(n_train - m, k) / comb(n_train, k), "recall_at_k": k / n_train, "precision_at_k": m / n_train}[name]
+        tolerance = {"mrr": 0.05, "hit_at_k": 0.15, "recall_at_k": 0.1, "precision_at_k": 0.02}[name]
+        metric = get_metric(name, k=k, n_bootstrap=100)
+        return Case(metric, torch.tensor(scores), EntailmentTruth(torch.tensor(entailment)), reference, chance=float(chance),
+                    tolerance=tolerance)
+
+    return build
+
+
 # ----------------------------------------------------------------------------- removal: the gold standard is retraining
 
 
@@ -316,6 +353,11 @@ CASES: dict[str, Callable[..., Case]] = {
     "seed_reliability": _seed_reliability,
     "seed_rank_stability": _seed_rank_stability,
     "top_k_cardinality": _top_k_cardinality,
+    "tail_patch": _tail_patch,
+    "mrr": _fact_tracing("mrr"),
+    "hit_at_k": _fact_tracing("hit_at_k"),
+    "recall_at_k": _fact_tracing("recall_at_k"),
+    "precision_at_k": _fact_tracing("precision_at_k"),
     "topk_removal": _removal("topk_removal"),
     "flip_test": _removal("flip_test"),
     "brittleness": _removal("brittleness"),

@@ -1,0 +1,549 @@
+"""Retrieval of known relevant training items (fact tracing): MRR, hit@k, recall@k, precision@k, with an exact tie rule.
+
+Every function takes ``scores`` ``[n_test, n_train]`` (row = query, higher =
+ranked first), ``relevant`` bool of the same shape (the query's proponents)
+and an optional ``candidates`` bool mask of the same shape: a query's ranking
+is over its candidates only (all training items when ``candidates`` is None).
+
+Tie rule
+--------
+Tied scores are broken uniformly at random and every function returns the
+EXACT expectation over those tie-breaks (no seed, no dependence on the order
+of the training items). For a candidate ``i`` let ``b_i`` be the number of
+candidates scored strictly above it and ``g_i`` the size of its tie group
+(candidates with its score, itself included). Under random tie-breaking its
+rank is uniform on ``{b_i + 1, …, b_i + g_i}``, so
+
+* ``P(i ∈ top-k) = clip((k − b_i) / g_i, 0, 1)``: all ``g`` orders of the
+  group are equally likely and ``k − b`` of its places lie inside the top-k;
+* hence ``E[hits@k] = Σ_{i relevant} P(i ∈ top-k)`` (linearity), which gives
+  recall@k and precision@k;
+* at most one tie group straddles the boundary ``k`` (``b < k < b + g``): with
+  ``B`` candidates above it, ``G`` items in it of which ``m_g`` relevant,
+  ``k − B`` of its items enter the top-k as a uniformly random subset, so the
+  number of its relevant items in the top-k is hypergeometric and
+  ``P(none) = C(G − m_g, k − B) / C(G, k − B)``; hit@k is 1 when a relevant
+  item lies in a group wholly inside the top-k, else ``1 − P(none)`` (0 when
+  the straddling group holds no relevant item);
+* the first relevant item lies in the highest-scored tie group holding a
+  relevant item (``b`` candidates above it, ``g`` items, ``m`` relevant). The
+  ``m`` relevant items take a uniformly random ``m``-subset of the group's
+  ``g`` places; the first of them is at place ``j`` with probability
+  ``C(g − j, m − 1) / C(g, m)`` (the other ``m − 1`` lie among the ``g − j``
+  places after ``j``), so ``E[RR] = Σ_{j=1}^{g−m+1} 1/(b + j) ·
+  C(g − j, m − 1) / C(g, m)``.
+
+With uniformly random scores the whole pool is one tie group (``b = 0``,
+``g = N``), which gives the random baselines ``random_*`` below: constant
+scores score exactly the random baseline. Binomial ratios are evaluated in
+log space (sums of ``log1p`` of the ratio recurrences, float64), accurate
+to ~1e-12 relative for pools of 10^5 and more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tdaeval.errors import ConfigError
+
+__all__ = [
+    "reciprocal_rank",
+    "hit_at_k",
+    "recall_at_k",
+    "precision_at_k",
+    "topk_inclusion",
+    "category_breakdown",
+    "rerank_candidates",
+    "random_reciprocal_rank",
+    "random_hit_at_k",
+    "random_recall_at_k",
+    "random_precision_at_k",
+]
+
+
+# ----------------------------------------------------------------------------- checks and the tie structure
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"The 'k' argument must be an integer >= 1. Got {k!r}.")
+    return k
+
+
+def _check_mask(name: str, mask: Tensor, shape: torch.Size) -> Tensor:
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool or mask.shape != shape:
+        raise ConfigError(f"The '{name}' argument must be a bool Tensor of shape {tuple(shape)} like the scores. "
+                          f"Got {mask.dtype} of shape {tuple(mask.shape)}.")
+    return mask
+
+
+def _check(scores: Tensor, relevant: Tensor | None, candidates: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``scores`` as float64 ``[n_test, n_train]``, ``relevant`` and ``candidates`` as bool masks of that shape."""
+    scores = torch.as_tensor(scores)
+    if scores.ndim != 2 or scores.dtype == torch.bool or scores.dtype.is_complex:
+        raise ConfigError(f"The 'scores' argument must be a real Tensor [n_test, n_train]. Got {scores.dtype} of shape {tuple(scores.shape)}.")
+    scores = scores.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(scores).all()):
+        raise ConfigError("The 'scores' argument has non-finite values: a ranking needs finite scores.")
+    if relevant is not None:
+        relevant = _check_mask("relevant", relevant, scores.shape).cpu()
+    if candidates is None:
+        candidates = torch.ones(scores.shape, dtype=torch.bool)
+    else:
+        candidates = _check_mask("candidates", candidates, scores.shape).cpu()
+        if not bool(candidates.any(dim=1).all()):
+            raise ConfigError("The 'candidates' argument must leave every query at least one candidate.")
+    return scores, relevant, candidates
+
+
+def _above_and_tied(scores: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """``b`` (candidates scored strictly above) and ``g`` (size of the tie group among candidates), int64 ``[n_test, n_train]``.
+
+    Entries of non-candidates are meaningless (callers mask them).
+    """
+    masked = scores.masked_fill(~candidates, -math.inf)  # finite candidates are never tied with or below a non-candidate
+    values, order = masked.sort(dim=1, descending=True)
+    n = scores.shape[1]
+    position = torch.arange(n).expand_as(order)
+    first = torch.ones_like(values, dtype=torch.bool)
+    first[:, 1:] = values[:, 1:] != values[:, :-1]  # a tie group starts here
+    last = torch.ones_like(first)
+    last[:, :-1] = first[:, 1:]  # a tie group ends here
+    start = torch.where(first, position, torch.zeros_like(position)).cummax(dim=1).values
+    end = torch.where(last, position + 1, torch.full_like(position, n)).flip(1).cummin(dim=1).values.flip(1)
+    b = torch.empty_like(order).scatter_(1, order, start)
+    g = torch.empty_like(order).scatter_(1, order, end - start)
+    return b, g
+
+
+def _log_miss(n: Tensor, m: Tensor, t: Tensor) -> Tensor:
+    """``log[C(n − m, t) / C(n, t)]``: no relevant item among ``t`` drawn from ``n`` holding ``m`` (float64, requires ``n − m >= t``).
+
+    The ratio is ``Π_{i<t} (1 − m/(n − i)) = Π_{i<m} (1 − t/(n − i))``; the
+    shorter product is summed as ``log1p`` terms (exact to a few ulps, no
+    ``lgamma`` cancellation), in row chunks of bounded memory.
+    """
+    length, other = torch.minimum(m, t), torch.maximum(m, t)
+    out = torch.zeros_like(n)
+    longest = int(length.max()) if length.numel() else 0
+    if longest == 0:
+        return out
+    step = max(1, 2**22 // longest)
+    i = torch.arange(longest, dtype=torch.float64)
+    flat_n, flat_c, flat_l, flat_out = n.reshape(-1), other.reshape(-1), length.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_n.numel(), step):
+        rows = slice(start, start + step)
+        used = i < flat_l[rows, None]
+        denominator = torch.where(used, flat_n[rows, None] - i, torch.ones_like(i))
+        terms = torch.log1p(-flat_c[rows, None] / denominator)
+        flat_out[rows] = torch.where(used, terms, torch.zeros_like(terms)).sum(dim=1)
+    return flat_out.reshape(n.shape)
+
+
+def _first_relevant_rr(b: int, g: int, m: int) -> float:
+    """``E[1/rank]`` of the first of ``m`` relevant items placed uniformly among ``g`` tied places after ``b`` items (0 when m = 0).
+
+    ``P(first at j) = C(g − j, m − 1) / C(g, m)`` by the ratio recurrence
+    ``P(1) = m/g``, ``P(j + 1) = P(j) · (1 − (m − 1)/(g − j))``, summed in log space.
+    """
+    if m <= 0:
+        return 0.0
+    if g == m:
+        return 1.0 / (b + 1)
+    j = torch.arange(1, g - m + 2, dtype=torch.float64)
+    steps = torch.log1p(-(m - 1) / (g - j[:-1]))
+    log_p = math.log(m / g) + torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(steps, 0)])
+    return float((torch.exp(log_p) / (b + j)).sum())
+
+
+# ----------------------------------------------------------------------------- per-query metrics
+
+
+def topk_inclusion(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Probability that each candidate is in its query's top ``k`` under uniformly random tie-breaking.
+
+    ``P(i ∈ top-k) = clip((k − b_i) / g_i, 0, 1)`` with ``b_i`` the candidates
+    scored strictly above ``i`` and ``g_i`` its tie group (module docstring).
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``[n_test, n_train]``, finite; higher = ranked first.
+    k : int
+        Top-set size (>= 1; a pool smaller than ``k`` is included whole).
+    candidates : Tensor, optional
+        ``[n_test, n_train]`` bool; non-candidates get probability 0.
+
+    Returns
+    -------
+    Tensor
+        ``[n_test, n_train]`` float64 in [0, 1]; each row sums to ``min(k, n_candidates)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> topk_inclusion(torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0]]), k=2).tolist()  # one of the three tied 2.0s enters
+    [[1.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333, 0.0]]
+    """
+    k = _check_k(k)
+    scores, _, candidates = _check(scores, None, candidates)
+    b, g = _above_and_tied(scores, candidates)
+    return ((k - b).double() / g.double()).clamp(0.0, 1.0) * candidates
+
+
+def _expected_hits(scores: Tensor, relevant: Tensor, candidates: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    b, g = _above_and_tied(scores, candidates)
+    inclusion = ((k - b).double() / g.double()).clamp(0.0, 1.0)
+    chosen = relevant & candidates
+    return (inclusion * chosen).sum(dim=1), chosen.sum(dim=1)
+
+
+def reciprocal_rank(scores: Tensor, relevant: Tensor, candidates: Tensor | None = None) -> Tensor:
+    """Expected reciprocal rank of each query's first relevant candidate (0 when it has none, as Quanda and FTRACE).
+
+    Tie rule (module docstring): with ``b`` candidates above the highest tie
+    group holding a relevant item, ``g`` items in that group and ``m`` of them
+    relevant, ``E[RR] = Σ_{j=1}^{g−m+1} 1/(b + j) · C(g − j, m − 1) / C(g, m)``;
+    without ties this is ``1 / rank``.
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``[n_test, n_train]``, finite; higher = ranked first.
+    relevant : Tensor
+        ``[n_test, n_train]`` bool, the query's relevant items (proponents).
+    candidates : Tensor, optional
+        ``[n_test, n_train]`` bool; only candidates are ranked (every row needs one). All items when None.
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.2, 0.2]])
+    >>> relevant = torch.tensor([[False, True, False], [True, False, False]])
+    >>> [round(v, 6) for v in reciprocal_rank(scores, relevant).tolist()]  # 1/2; all tied: (1 + 1/2 + 1/3) / 3
+    [0.5, 0.611111]
+    """
+    scores, relevant, candidates = _check(scores, relevant, candidates)
+    b, g = _above_and_tied(scores, candidates)
+    chosen = relevant & candidates
+    best = scores.masked_fill(~chosen, -math.inf).max(dim=1)
+    first = best.indices[:, None]
+    b_first, g_first = b.gather(1, first)[:, 0], g.gather(1, first)[:, 0]
+    m_first = (chosen & (scores == best.values[:, None])).sum(dim=1)  # relevant items in the first relevant tie group
+    found = chosen.any(dim=1)
+    out = torch.where(found, 1.0 / (b_first + 1).double(), torch.zeros(scores.shape[0], dtype=torch.float64))
+    for q in torch.nonzero(found & (g_first > m_first)).flatten().tolist():  # ties with non-relevant items: the closed form
+        out[q] = _first_relevant_rr(int(b_first[q]), int(g_first[q]), int(m_first[q]))
+    return out
+
+
+def hit_at_k(scores: Tensor, relevant: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Probability that at least one relevant candidate is in the top ``k`` (Quanda's ``RecallAtKMetric``; success@k).
+
+    Tie rule (module docstring): 1 when a relevant item's whole tie group is
+    in the top-k; else, for the group straddling the boundary (``B`` above,
+    ``G`` items, ``m_g`` relevant), ``1 − C(G − m_g, k − B) / C(G, k − B)``.
+
+    Parameters
+    ----------
+    scores, relevant, candidates : Tensor
+        As :func:`reciprocal_rank`.
+    k : int
+        Top-set size (>= 1).
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1] (0 for a query without relevant items).
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.2, 0.2]])
+    >>> relevant = torch.tensor([[False, True, False], [True, False, False]])
+    >>> [round(v, 6) for v in hit_at_k(scores, relevant, k=1).tolist()]  # second query: 1 of 3 tied items enters the top-1
+    [0.0, 0.333333]
+    """
+    k = _check_k(k)
+    scores, relevant, candidates = _check(scores, relevant, candidates)
+    b, g = _above_and_tied(scores, candidates)
+    chosen = relevant & candidates
+    inside = (chosen & (b + g <= k)).any(dim=1)
+    straddling = candidates & (b < k) & (b + g > k)
+    m_g = (straddling & chosen).sum(dim=1).double()
+    group = (g * straddling).amax(dim=1).double()
+    above = (b * straddling).amax(dim=1).double()
+    taken = k - above
+    possible = (m_g > 0) & (group - m_g >= taken)  # else some relevant item is always taken
+    zero = torch.zeros_like(taken)
+    log_none = _log_miss(torch.where(possible, group, zero), torch.where(possible, m_g, zero), torch.where(possible, taken, zero))
+    partial = torch.where(possible, -torch.expm1(log_none), torch.where(m_g > 0, torch.ones_like(zero), zero))
+    return torch.where(inside, torch.ones_like(partial), partial)
+
+
+def recall_at_k(scores: Tensor, relevant: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Expected share of each query's relevant candidates in its top ``k`` (FTRACE's recall: ``|top-k ∩ relevant| / |relevant|``).
+
+    Tie rule: ``E[hits] = Σ_{i relevant} clip((k − b_i) / g_i, 0, 1)`` (module docstring).
+
+    Parameters
+    ----------
+    scores, relevant, candidates : Tensor
+        As :func:`reciprocal_rank`.
+    k : int
+        Top-set size (>= 1).
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1]; NaN for a query without relevant
+        candidates (0/0: FTRACE divides by the number of proponents).
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.1, 0.0]])
+    >>> recall_at_k(scores, torch.tensor([[True, False, True, False]]), k=2).tolist()
+    [0.5]
+    """
+    k = _check_k(k)
+    scores, relevant, candidates = _check(scores, relevant, candidates)
+    hits, m = _expected_hits(scores, relevant, candidates, k)
+    return torch.where(m > 0, hits / m.clamp(min=1), torch.full_like(hits, math.nan))
+
+
+def precision_at_k(scores: Tensor, relevant: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Expected share of relevant items among the top ``k`` (FTRACE's precision: hits / k, also when the pool is smaller than k).
+
+    Tie rule: ``E[hits] = Σ_{i relevant} clip((k − b_i) / g_i, 0, 1)`` (module docstring).
+
+    Parameters
+    ----------
+    scores, relevant, candidates : Tensor
+        As :func:`reciprocal_rank`.
+    k : int
+        Top-set size (>= 1).
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.1, 0.0]])
+    >>> precision_at_k(scores, torch.tensor([[True, False, True, False]]), k=2).tolist()
+    [0.5]
+    """
+    k = _check_k(k)
+    scores, relevant, candidates = _check(scores, relevant, candidates)
+    hits, _ = _expected_hits(scores, relevant, candidates, k)
+    return hits / k
+
+
+def category_breakdown(scores: Tensor, categories: Tensor, k: int, n_categories: int, candidates: Tensor | None = None) -> Tensor:
+    """Expected share of each query's top ``k`` falling in each category (same tie rule as :func:`topk_inclusion`).
+
+    The share of category ``c`` is ``Σ_{i in c} P(i ∈ top-k) / min(k, n_candidates)``;
+    a row sums to 1. The contradiction rate@k is the column of the
+    "contradiction" category.
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``[n_test, n_train]``, finite; higher = ranked first.
+    categories : Tensor
+        ``[n_test, n_train]`` integer codes in ``[0, n_categories)``.
+    k : int
+        Top-set size (>= 1).
+    n_categories : int
+        Number of categories (columns of the result).
+    candidates : Tensor, optional
+        ``[n_test, n_train]`` bool; only candidates are ranked.
+
+    Returns
+    -------
+    Tensor
+        ``[n_test, n_categories]`` float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.5, 0.1]])
+    >>> categories = torch.tensor([[1, 0, 2, 1]], dtype=torch.int8)
+    >>> category_breakdown(scores, categories, k=2, n_categories=3).tolist()  # 0.9, then one of the tied 0.5s
+    [[0.25, 0.5, 0.25]]
+    """
+    inclusion = topk_inclusion(scores, k, candidates)
+    categories = torch.as_tensor(categories)
+    if categories.shape != inclusion.shape or categories.dtype.is_floating_point or categories.dtype == torch.bool:
+        raise ConfigError(f"The 'categories' argument must be an integer Tensor of shape {tuple(inclusion.shape)} like the scores. "
+                          f"Got {categories.dtype} of shape {tuple(categories.shape)}.")
+    if isinstance(n_categories, bool) or not isinstance(n_categories, int) or n_categories < 1:
+        raise ConfigError(f"The 'n_categories' argument must be an integer >= 1. Got {n_categories!r}.")
+    codes = categories.long().cpu()
+    if bool(((codes < 0) | (codes >= n_categories)).any()):
+        raise ConfigError(f"The 'categories' argument must hold codes in [0, {n_categories}). "
+                          f"Got values in [{int(codes.min())}, {int(codes.max())}].")
+    out = torch.zeros(inclusion.shape[0], n_categories, dtype=torch.float64).scatter_add_(1, codes, inclusion)
+    return out / inclusion.sum(dim=1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------- FTRACE's reranking protocol
+
+
+def _pick(eligible: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """Up to ``n`` items per row drawn uniformly without replacement from ``eligible`` (bool ``[rows, cols]``)."""
+    if n == 0:
+        return torch.zeros_like(eligible)
+    keys = torch.rand(eligible.shape, generator=generator, dtype=torch.float64).masked_fill(~eligible, -1.0)
+    order = keys.argsort(dim=1, descending=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(eligible.shape[1]).expand_as(order).contiguous())
+    return eligible & (ranks < n)
+
+
+def rerank_candidates(relevant: Tensor, shares_answer: Tensor, n_target: int = 100, n_random: int = 100, *,
+                      generator: torch.Generator) -> Tensor:
+    """Each query's candidate pool under FTRACE's reranking protocol (Akyürek et al. 2022, ``eval/evaluate.py``).
+
+    A query's candidates are (1) all its relevant items (proponents), (2) up
+    to ``n_target`` distractors drawn uniformly without replacement from the
+    non-relevant items that share the query's answer (``shares_answer``), and
+    (3) ``n_random`` (or all remaining, if fewer) items drawn uniformly without
+    replacement from the rest (neither relevant nor already drawn). FTRACE
+    draws (2) from every item with the query's target string and (3) from the
+    whole training set, so its pools may repeat items or proponents; here the
+    three sets are disjoint, so the pool size is exactly
+    ``m + min(n_target, #sharing) + min(n_random, #rest)``.
+
+    Parameters
+    ----------
+    relevant : Tensor
+        ``[n_test, n_train]`` bool.
+    shares_answer : Tensor
+        ``[n_test, n_train]`` bool, the items sharing the query's answer
+        (relevant items among them are ignored).
+    n_target, n_random : int
+        Distractor counts (>= 0; FTRACE: 100 and 100).
+    generator : torch.Generator
+        Seeded generator of the draws (two ``torch.rand`` calls of shape ``[n_test, n_train]``).
+
+    Returns
+    -------
+    Tensor
+        ``[n_test, n_train]`` bool candidate mask.
+
+    Examples
+    --------
+    >>> import torch
+    >>> relevant = torch.tensor([[True, False, False, False, False, False]])
+    >>> shares = torch.tensor([[False, True, True, False, False, False]])
+    >>> pool = rerank_candidates(relevant, shares, n_target=5, n_random=1, generator=torch.Generator().manual_seed(0))
+    >>> pool[0, :3].tolist(), int(pool.sum())  # the proponent, both answer-sharing items, and one random other
+    ([True, True, True], 4)
+    """
+    relevant = torch.as_tensor(relevant)
+    if relevant.ndim != 2 or relevant.dtype != torch.bool:
+        raise ConfigError(f"The 'relevant' argument must be a bool Tensor [n_test, n_train]. Got {relevant.dtype} of shape {tuple(relevant.shape)}.")
+    shares_answer = _check_mask("shares_answer", shares_answer, relevant.shape)
+    for name, value in (("n_target", n_target), ("n_random", n_random)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"The '{name}' argument must be an integer >= 0. Got {value!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(f"The 'generator' argument must be a seeded torch.Generator. Got {type(generator).__name__}.")
+    relevant, shares_answer = relevant.cpu(), shares_answer.cpu()
+    target = _pick(shares_answer & ~relevant, n_target, generator)
+    rest = _pick(~relevant & ~target, n_random, generator)
+    return relevant | target | rest
+
+
+# ----------------------------------------------------------------------------- random baselines (closed forms)
+
+
+def _sizes(pool_sizes: Tensor | int, n_relevant: Tensor | int) -> tuple[Tensor, Tensor]:
+    n, m = torch.broadcast_tensors(torch.as_tensor(pool_sizes, dtype=torch.float64), torch.as_tensor(n_relevant, dtype=torch.float64))
+    if bool((n < 1).any()) or bool((m < 0).any()) or bool((m > n).any()) or bool((n != n.round()).any()) or bool((m != m.round()).any()):
+        raise ConfigError("The 'pool_sizes' and 'n_relevant' arguments must be integers with 0 <= n_relevant <= pool_sizes and pool_sizes >= 1.")
+    return n, m
+
+
+def random_reciprocal_rank(pool_sizes: Tensor | int, n_relevant: Tensor | int) -> Tensor:
+    """``E[RR]`` of uniformly random scores: ``Σ_{r=1}^{N−m+1} (1/r) · C(N − r, m − 1) / C(N, m)`` (0 when m = 0).
+
+    ``C(N − r, m − 1) / C(N, m)`` is the probability that the first of ``m``
+    relevant items among ``N`` randomly ordered ones is at rank ``r``.
+
+    Parameters
+    ----------
+    pool_sizes : Tensor or int
+        ``N`` per query (>= 1).
+    n_relevant : Tensor or int
+        ``m`` per query (``0 <= m <= N``); broadcast with ``pool_sizes``.
+
+    Returns
+    -------
+    Tensor
+        float64, the broadcast shape.
+
+    Examples
+    --------
+    >>> round(float(random_reciprocal_rank(660, 2)), 4)
+    0.0184
+    """
+    n, m = _sizes(pool_sizes, n_relevant)
+    flat = [_first_relevant_rr(0, int(a), int(b)) for a, b in zip(n.flatten().tolist(), m.flatten().tolist())]
+    return torch.tensor(flat, dtype=torch.float64).reshape(n.shape)
+
+
+def random_hit_at_k(pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int) -> Tensor:
+    """``E[hit@k]`` of uniformly random scores: ``1 − C(N − m, k) / C(N, k)`` (k capped at N; 0 when m = 0).
+
+    Examples
+    --------
+    >>> round(float(random_hit_at_k(660, 2, 10)), 4)
+    0.0301
+    """
+    k = _check_k(k)
+    n, m = _sizes(pool_sizes, n_relevant)
+    top = torch.minimum(n, torch.tensor(float(k)))
+    possible = n - m >= top
+    zero = torch.zeros_like(n)
+    log_miss = _log_miss(torch.where(possible, n, zero), torch.where(possible, m, zero), torch.where(possible, top, zero))
+    return torch.where(possible, -torch.expm1(log_miss), torch.where(m > 0, torch.ones_like(n), zero))
+
+
+def random_recall_at_k(pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int) -> Tensor:
+    """``E[recall@k]`` of uniformly random scores: ``min(k, N) / N`` (NaN when m = 0, as :func:`recall_at_k`).
+
+    Examples
+    --------
+    >>> round(float(random_recall_at_k(660, 2, 10)), 6)
+    0.015152
+    """
+    k = _check_k(k)
+    n, m = _sizes(pool_sizes, n_relevant)
+    value = torch.minimum(n, torch.tensor(float(k))) / n
+    return torch.where(m > 0, value, torch.full_like(value, math.nan))
+
+
+def random_precision_at_k(pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int) -> Tensor:
+    """``E[precision@k]`` of uniformly random scores: ``m · min(k, N) / (N · k)`` (``m / N`` when k <= N).
+
+    Examples
+    --------
+    >>> round(float(random_precision_at_k(660, 2, 10)), 6)
+    0.00303
+    """
+    k = _check_k(k)
+    n, m = _sizes(pool_sizes, n_relevant)
+    return m * torch.minimum(n, torch.tensor(float(k))) / (n * k)
