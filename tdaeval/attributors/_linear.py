@@ -7,7 +7,9 @@ and ``S_i`` ``[T, out]`` the gradients of the objective w.r.t. the layer's
 outputs at those positions. For ``nn.Linear`` on 2-D inputs ``T = 1`` and the
 gradient is rank one, ``s aᵀ``; its dot products factor,
 ``<s aᵀ, s' a'ᵀ> = (s·s')(a·a')``, so pairwise scores never need the ``[n, P]``
-gradients. For ``nn.Conv2d`` the rows of ``A_i`` are the ``in·kh·kw`` input
+gradients. For ``nn.Linear`` on sequences ``[b, T, in]`` the rows of ``A_i``
+are the inputs at the ``T`` positions (a padding position, whose output does
+not reach the objective, has ``s_it = 0`` and adds nothing). For ``nn.Conv2d`` the rows of ``A_i`` are the ``in·kh·kw`` input
 patches (``torch.nn.functional.unfold``, in the order of
 ``weight.reshape(out, -1)``) at the ``T = H_out·W_out`` output positions, and
 ``<G_i, G_j> = Σ_{t,t'} (s_it·s_jt')(a_it·a_jt')`` sums over pairs of
@@ -65,9 +67,12 @@ def _conv_problem(module: nn.Conv2d) -> str | None:
 
 
 def factored_layers(
-    model: nn.Module, strict: str | None = None, hint: str = "Use solver='cg', 'lissa' or 'arnoldi'."
+    model: nn.Module,
+    strict: str | None = None,
+    hint: str = "Use solver='cg', 'lissa' or 'arnoldi'.",
+    tracked: list[str] | None = None,
 ) -> list[tuple[str, nn.Linear | nn.Conv2d]] | None:
-    """The model's ``nn.Linear`` / ``nn.Conv2d`` layers when they hold every parameter, else None.
+    """The model's ``nn.Linear`` / ``nn.Conv2d`` layers when they hold every (tracked) parameter, else None.
 
     ``nn.Conv2d`` layers must have ``groups=1`` and ``padding_mode='zeros'``.
 
@@ -76,25 +81,48 @@ def factored_layers(
     strict : str, optional
         A description of the caller: raise :class:`AttributorError` (naming the
         parameters or the layer, followed by ``hint``) instead of returning None.
+    hint : str
+        What to do instead, appended to the message.
+    tracked : list of str, optional
+        Parameter names that are differentiated (the others frozen,
+        :mod:`tdaeval.attributors._tracked`); default: all. Only layers with
+        tracked parameters are returned, and each must be tracked whole
+        (weight and bias, or neither).
     """
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    covered = {_qualified(name, p) for name, m in layers for p, _ in m.named_parameters(recurse=False)}
-    others = [name for name, _ in model.named_parameters() if name not in covered]
+    names = [name for name, _ in model.named_parameters()]
+    wanted = set(names if tracked is None else tracked)
     suffix = f" {hint}" if hint else ""
+    chosen = []
+    for name, m in layers:
+        own = [_qualified(name, p) for p, _ in m.named_parameters(recurse=False)]
+        kept = [p for p in own if p in wanted]
+        if kept and len(kept) < len(own):
+            if strict:
+                raise AttributorError(
+                    f"{strict}: layer {name!r} is only partly tracked ({kept} of {own}); track all of a layer's "
+                    f"parameters or none.{suffix}"
+                )
+            return None
+        if kept:
+            chosen.append((name, m))
+    covered = {_qualified(name, p) for name, m in chosen for p, _ in m.named_parameters(recurse=False)}
+    others = [name for name in names if name in wanted and name not in covered]
     if others:
         if strict:
+            subject = "models whose parameters" if tracked is None else "tracked parameters that"
             raise AttributorError(
-                f"{strict} supports models whose parameters all belong to nn.Linear or nn.Conv2d layers; "
-                f"these do not: {others[:5]}.{suffix}"
+                f"{strict} supports {subject} all belong to nn.Linear or nn.Conv2d layers; these do not: {others[:5]} "
+                f"(params='linear' tracks only those layers and freezes the rest).{suffix}"
             )
         return None
-    for name, m in layers:
+    for name, m in chosen:
         problem = _conv_problem(m) if isinstance(m, nn.Conv2d) else None
         if problem:
             if strict:
                 raise AttributorError(f"{strict}: nn.Conv2d layer {name!r} has {problem}.{suffix}")
             return None
-    return layers
+    return chosen
 
 
 #: Former name of :func:`factored_layers` (it now accepts ``nn.Conv2d`` too).
@@ -150,9 +178,11 @@ def chunk_factors(
     targets : callable, optional
         ``(outputs, targets) -> targets`` replacing ``y`` (e.g. sampled labels).
     per_example : bool
-        Group the rows by example (``nn.Linear`` must then see 2-D inputs);
-        with False, every row of a ``nn.Linear`` input is its own unit
-        (``m = rows``, ``T = 1``). ``nn.Conv2d`` is always grouped by example.
+        Group the rows by example: a ``nn.Linear`` input ``[b, in]`` gives
+        ``T = 1``, ``[b, T, in]`` (a sequence; further dimensions are flattened
+        into ``T``) ``T`` positions. With False, every row of a ``nn.Linear``
+        input is its own unit (``m = rows``, ``T = 1``). ``nn.Conv2d`` is always
+        grouped by example.
     bias_column : bool
         Append the trailing 1 of layers with a bias to ``a`` (False: the caller does).
 
@@ -167,9 +197,8 @@ def chunk_factors(
     Raises
     ------
     Unfactorable
-        A layer is not called exactly once per forward pass, sees inputs that
-        are not batch-first, or (``per_example``) a ``nn.Linear`` sees more than
-        one row per example.
+        A layer is not called exactly once per forward pass or sees inputs that
+        are not batch-first.
     """
     inputs: dict[str, list[Tensor]] = {name: [] for name, _ in layers}
     grads: dict[str, list[Tensor]] = {name: [] for name, _ in layers}
@@ -212,12 +241,13 @@ def chunk_factors(
             a = conv_patches(m, a_in)
             s = g_out.reshape(b, m.out_channels, -1).transpose(1, 2)
         elif per_example:
-            if a_in.ndim != 2 or a_in.shape[0] != b:
+            if a_in.ndim < 2 or a_in.shape[0] != b:
                 raise Unfactorable(
                     f"nn.Linear layer {name!r} sees input of shape {tuple(a_in.shape)}, "
-                    f"not one row per example [{b}, in]"
+                    f"not batch-first [{b}, in] or [{b}, positions, in]"
                 )
-            a, s = a_in.unsqueeze(1), g_out.reshape(b, 1, m.out_features)
+            # [b, in] -> T = 1; [b, T, in] (sequences; more dimensions are flattened into T) -> T positions
+            a, s = a_in.reshape(b, -1, m.in_features), g_out.reshape(b, -1, m.out_features)
         else:
             a, s = a_in.reshape(-1, 1, m.in_features), g_out.reshape(-1, 1, m.out_features)
         if a.shape[:2] != s.shape[:2]:
@@ -273,8 +303,9 @@ def collect_gradients(
     *,
     chunk_size: int = 256,
     storage: Literal["factors", "materialized"] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, LayerGradients]:
-    """Per-example gradients of ``objective`` for every layer, chunk by chunk, in float32.
+    """Per-example gradients of ``objective`` for every layer, chunk by chunk, in float32 (or ``dtype``).
 
     Parameters
     ----------
@@ -284,6 +315,8 @@ def collect_gradients(
         ``n·out·in'``, so such a layer never takes more memory than its dense
         per-example gradients. Rank-one layers (``T = 1``) always keep their
         factors.
+    dtype : torch.dtype
+        Of the held gradients (float32; float64 keeps a float64 model's precision).
 
     Raises
     ------
@@ -306,15 +339,15 @@ def collect_gradients(
             width = n_in + has_bias
             if name not in out:  # preallocate [n, ...] for the layer in the form chosen
                 if t == 1 or (storage or _storage(t, width, n_out)) == "factors":
-                    out[name] = LayerGradients(a=a.new_ones(n, t, width, dtype=torch.float32),
-                                               s=s.new_empty(n, t, n_out, dtype=torch.float32))
+                    out[name] = LayerGradients(a=a.new_ones(n, t, width, dtype=dtype),
+                                               s=s.new_empty(n, t, n_out, dtype=dtype))
                 else:
-                    out[name] = LayerGradients(g=a.new_empty(n, n_out * width, dtype=torch.float32))
+                    out[name] = LayerGradients(g=a.new_empty(n, n_out * width, dtype=dtype))
             held = out[name]
             if held.g is not None:  # G_i = S_iᵀ [A_i, 1]: weight part by a batched matmul, bias part a sum
                 g = held.g[start:stop].view(-1, n_out, width)
-                s = s.float()
-                g[:, :, :n_in] = torch.bmm(s.transpose(1, 2), a.float())
+                s = s.to(dtype)
+                g[:, :, :n_in] = torch.bmm(s.transpose(1, 2), a.to(dtype))
                 if has_bias:
                     g[:, :, n_in] = s.sum(1)
             else:

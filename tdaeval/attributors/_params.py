@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
@@ -13,7 +15,7 @@ __all__ = ["FlatParams", "HessianOperator", "GaussNewtonOperator"]
 
 
 class FlatParams:
-    """A model's parameters as one flat vector ``[P]``, and back.
+    """A model's (tracked) parameters as one flat vector ``[P]``, and back.
 
     Parameters
     ----------
@@ -21,16 +23,22 @@ class FlatParams:
         Its parameters (in ``named_parameters`` order) are flattened.
     device : str or torch.device, optional
         Where the flat vector lives (default: the model's device).
+    names : sequence of str, optional
+        The tracked parameters (:mod:`tdaeval.attributors._tracked`), flattened
+        in ``named_parameters`` order; the others are frozen, held at the
+        model's values in :attr:`frozen`. Default: every parameter.
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None, names: Sequence[str] | None = None) -> None:
         self.model = model
         named = dict(model.named_parameters())
-        self.names = list(named)
+        wanted = set(named if names is None else names)
+        self.names = [k for k in named if k in wanted]
         self.shapes = [named[k].shape for k in self.names]
         self.sizes = [int(named[k].numel()) for k in self.names]
         device = device or next(iter(named.values())).device
         self.vector = torch.cat([named[k].detach().reshape(-1) for k in self.names]).to(device)
+        self.frozen = {k: v.detach().to(device) for k, v in named.items() if k not in wanted}
         self.buffers = {k: v.detach().to(device) for k, v in model.named_buffers()}
 
     @property
@@ -42,8 +50,8 @@ class FlatParams:
         return {k: t.view(s) for k, t, s in zip(self.names, torch.split(flat, self.sizes), self.shapes)}
 
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
-        """Model outputs at parameters ``flat`` for inputs ``x``."""
-        return functional_call(self.model, (self.unflatten(flat), self.buffers), (x,))
+        """Model outputs at parameters ``flat`` (the frozen ones at :attr:`frozen`) for inputs ``x``."""
+        return functional_call(self.model, ({**self.frozen, **self.unflatten(flat)}, self.buffers), (x,))
 
 
 class HessianOperator:

@@ -12,8 +12,13 @@ per-example gradients ``G_i = Σ_t s_it a_itᵀ`` (summed over positions):
 summed or averaged in ``A`` and ``S`` only scales them and leaves their
 eigenvectors unchanged; the corrected eigenvalues carry the true scale of
 ``E[vec(G_i) vec(G_i)ᵀ]`` in that basis either way. ``nn.Linear`` layers on
-inputs with more than two dimensions (sequences) treat every row as a unit,
-for the covariances and the correction alike.
+sequences ``[b, T, in]`` are treated like convolutions: ``A`` and ``S`` are
+averaged over examples and positions and the eigenvalues corrected from the
+per-example gradients ``G_i = Σ_t s_it a_itᵀ`` (as kronfluence does over
+tokens), so the curvature is that of the per-example loss (padding
+positions have ``s_it = 0``). With tracked parameters
+(:mod:`tdaeval.attributors._tracked`) only the tracked layers get factors,
+and the flat vectors hold the tracked parameters only.
 """
 
 from __future__ import annotations
@@ -60,10 +65,17 @@ _OWNER = "Attributor 'influence' with solver='ekfac'"
 
 def _factors(model, layers, loss, x, y, targets) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
     try:
-        factors, y = chunk_factors(model, layers, loss, x, y, targets=targets, per_example=False)
+        factors, y = chunk_factors(model, layers, loss, x, y, targets=targets)
     except Unfactorable as why:
         raise AttributorError(f"{_OWNER}: {why}.") from None
     return factors, y
+
+
+def _draw(task: Task, outputs: Tensor, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+    """Targets sampled from the model; on sequences, only at ``task.positions`` (the observed, ignored target elsewhere)."""
+    drawn = task.sample_targets(outputs, generator).to(y.device)
+    carried = task.positions(Data(x, y))
+    return drawn if carried is None else torch.where(carried.to(y.device), drawn, y)
 
 
 def fit_ekfac(
@@ -74,13 +86,14 @@ def fit_ekfac(
     sampled: bool = True,
     seed: int = 0,
     chunk_size: int = 256,
+    tracked: list[str] | None = None,
 ) -> EKFACFactors:
     """Estimate EK-FAC factors of the Fisher of ``task.loss`` at ``model`` over ``data``.
 
     Two passes over the data: the first accumulates ``A`` and ``S`` (and keeps
     the factors of rank-one layers, ``nn.Linear``, whose correction needs
     nothing more), the second — only for layers with several positions per
-    example (``nn.Conv2d``) — accumulates the eigenvalue correction from the
+    example (``nn.Conv2d``, ``nn.Linear`` on sequences) — accumulates the eigenvalue correction from the
     per-example gradients ``G_i`` rotated into the eigenbases, chunk by chunk,
     with the same targets as the first. Memory: ``chunk_size`` examples' patches
     and gradients, plus ``n · (in + out)`` per ``nn.Linear`` layer.
@@ -95,12 +108,18 @@ def fit_ekfac(
         Use targets sampled from the model's predictive distribution
         (``task.sample_targets``) — the Fisher / Gauss–Newton; with False, or
         when the task cannot sample, the observed targets (empirical Fisher).
+        On a sequence task (``task.positions`` not None) targets are sampled
+        only at the positions that carry the loss; elsewhere the observed
+        (ignored) target stays, so padding adds nothing.
+    tracked : list of str, optional
+        The tracked parameters (default: all); they must fill whole
+        ``nn.Linear`` / ``nn.Conv2d`` layers. The factors' flat layout
+        (``offsets``, ``n_params``) covers them only, in ``named_parameters`` order.
     """
     models = [model] if isinstance(model, nn.Module) else list(model)
-    layers_per_model = [factored_layers(m, strict=_OWNER) for m in models]
+    layers_per_model = [factored_layers(m, strict=_OWNER, tracked=tracked) for m in models]
     generator = torch.Generator().manual_seed(seed)
-    sampler = task.sample_targets if sampled and task.supports_sampling else None
-    targets = (lambda out, y: sampler(out, generator)) if sampler is not None else None
+    sampling = sampled and task.supports_sampling
     names = [name for name, _ in layers_per_model[0]]
     a_sum: dict[str, Tensor] = {}
     s_sum: dict[str, Tensor] = {}
@@ -115,6 +134,7 @@ def fit_ekfac(
         for start in range(0, len(data), chunk_size):
             x = data.inputs[start : start + chunk_size].to(device)
             y = data.targets[start : start + chunk_size].to(device)
+            targets = (lambda out, y, x=x: _draw(task, out, x, y, generator)) if sampling else None
             collected, y = _factors(m, layers, task.loss, x, y, targets)
             used_targets[-1].append(y)
             for name, (a, s) in collected.items():
@@ -163,9 +183,11 @@ def fit_ekfac(
     layers = layers_per_model[0]
     model = models[0]
     flat_offsets, position = {}, 0
+    wanted = None if tracked is None else set(tracked)
     for pname, p in model.named_parameters():
-        flat_offsets[pname] = (position, p.shape)
-        position += p.numel()
+        if wanted is None or pname in wanted:
+            flat_offsets[pname] = (position, p.shape)
+            position += p.numel()
     factors = []
     for name, m in layers:
         q_in, q_out = bases[name]

@@ -226,7 +226,8 @@ class Ensemble(WrappingAttributor):
 
     def _stack(self, models: list[nn.Module]) -> MemberStack | None:
         """The members stacked for the batched Grad-Dot / Grad-Cos path, or None (member by member)."""
-        if not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False:
+        if (not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False
+                or self.template_.params != "all"):  # the stacked path differentiates every parameter
             return None
         try:
             return stack_members(models, self.train_.inputs[:1])

@@ -14,6 +14,7 @@ step on the training example improves the test measurement (supports it).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from tdaeval.attributors._linear import (
     factored_layers,
     factored_sq_norms,
 )
+from tdaeval.attributors._tracked import PARAMS_CONSTRAINT, resolve_tracked
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError
@@ -87,7 +89,7 @@ def aligned_params(model: nn.Module, params: dict[str, Tensor] | None = None, su
 
 def per_sample_grads(
     model: nn.Module, objective, data: Data, *, params: dict[str, Tensor] | None = None, chunk_size: int = 256,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = None, tracked: Sequence[str] | None = None, dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Flattened per-example gradients of ``objective(outputs, targets)`` w.r.t. the parameters.
 
@@ -100,24 +102,41 @@ def per_sample_grads(
     data : Data
         ``n`` examples.
     params : dict of str to Tensor, optional
-        Parameters to differentiate at (default: the model's own), e.g. a checkpoint.
+        Parameters to differentiate at (default: the model's own), e.g. a
+        checkpoint. Without ``tracked``, a subset differentiates those
+        parameters only (the rest held at the model's values).
     chunk_size : int
         Examples per ``vmap`` call; bounds memory at ``chunk_size x n_params``.
     device : str or torch.device, optional
         Where to compute (default: the model's device).
+    tracked : sequence of str, optional
+        Names of the parameters to differentiate (:mod:`tdaeval.attributors._tracked`);
+        the others are constants at their values in ``params`` (else the
+        model's). Default: those of ``params``, or all.
+    dtype : torch.dtype
+        Of the result (float32; float64 keeps a float64 model's precision).
 
     Returns
     -------
     Tensor
-        ``[n, n_params]`` float32, parameters in ``named_parameters`` order.
+        ``[n, n_params]`` (``n_params``: of the differentiated parameters), in
+        ``named_parameters`` order.
     """
     device = device or next(iter(model.parameters())).device
-    params = aligned_params(model, params, subset=True)  # a subset differentiates those parameters only
+    given = aligned_params(model, params, subset=True)  # a subset differentiates those parameters only
+    if tracked is None:
+        params, frozen = given, {}
+    else:
+        own = dict(model.named_parameters())
+        wanted = set(tracked)
+        params = {k: given.get(k, own[k]) for k in own if k in wanted}
+        frozen = {k: v for k, v in given.items() if k not in wanted}
     params = {k: v.detach().to(device) for k, v in params.items()}
+    frozen = {k: v.detach().to(device) for k, v in frozen.items()}
     buffers = {k: v.detach().to(device) for k, v in model.named_buffers()}
 
     def one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        out = functional_call(model, ({**frozen, **p}, buffers), (x.unsqueeze(0),))
         return objective(out, y.unsqueeze(0)).sum()
 
     grad_fn = vmap(grad(one), in_dims=(None, 0, 0))
@@ -126,7 +145,7 @@ def per_sample_grads(
         x = data.inputs[start : start + chunk_size].to(device)
         y = data.targets[start : start + chunk_size].to(device)
         g = grad_fn(params, x, y)
-        chunks.append(torch.cat([g[k].reshape(x.shape[0], -1) for k in params], dim=1).float())
+        chunks.append(torch.cat([g[k].reshape(x.shape[0], -1) for k in params], dim=1).to(dtype))
     return torch.cat(chunks)
 
 
@@ -207,14 +226,17 @@ def gradient_set(
     chunk_size: int = 256,
     device: str | torch.device | None = None,
     factorized: bool | None = None,
+    tracked: Sequence[str] | None = None,
 ) -> GradientSet:
     """Per-example gradients of ``objective`` at ``params`` (default: the model's own).
 
-    ``factorized=None`` factors them when every parameter sits in an
-    ``nn.Linear`` layer with 2-D inputs or a ``nn.Conv2d`` layer (groups=1,
-    zero padding), each called once per forward pass, else computes them
-    densely with ``vmap(grad)``; True insists on the factorisation (an error
-    saying why otherwise), False never uses it.
+    ``factorized=None`` factors them when every parameter (every ``tracked``
+    one) sits in an ``nn.Linear`` layer with batch-first inputs ``[b, in]`` or
+    ``[b, T, in]`` or a ``nn.Conv2d`` layer (groups=1, zero padding), each
+    called once per forward pass, else computes them densely with
+    ``vmap(grad)``; True insists on the factorisation (an error saying why
+    otherwise), False never uses it. ``tracked`` names the parameters
+    differentiated (default: all), the others held constant.
     """
     if factorized is not False:
         local = model
@@ -226,7 +248,7 @@ def gradient_set(
                 local = local.to(device)
         strict = "factorized=True" if factorized else None
         hint = "Use factorized=None or False (per-sample vmap(grad))."
-        layers = factored_layers(local, strict=strict, hint=hint)
+        layers = factored_layers(local, strict=strict, hint=hint, tracked=None if tracked is None else list(tracked))
         if layers:
             try:
                 return GradientSet(factors=collect_gradients(local, layers, objective, data, chunk_size=chunk_size))
@@ -235,7 +257,9 @@ def gradient_set(
                     raise AttributorError(f"factorized=True: {why}. {hint}") from None
         elif factorized:
             raise AttributorError(f"factorized=True needs at least one nn.Linear or nn.Conv2d layer. {hint}")
-    return GradientSet(dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device))
+    return GradientSet(
+        dense=per_sample_grads(model, objective, data, params=params, chunk_size=chunk_size, device=device, tracked=tracked)
+    )
 
 
 class _GradientAttributor(Attributor):
@@ -248,18 +272,27 @@ class _GradientAttributor(Attributor):
         "chunk_size": [Interval(int, 1, None)],
         "device": DEVICE_CONSTRAINT,
         "factorized": [None, Boolean()],
+        "params": PARAMS_CONSTRAINT,
     }
 
-    def __init__(self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None) -> None:
+    def __init__(
+        self, chunk_size: int = 256, device: str | None = None, factorized: bool | None = None,
+        params: str | list[str] = "all",
+    ) -> None:
         self.chunk_size = chunk_size
         self.device = device
         self.factorized = factorized
+        self.params = params
+
+    def _track(self) -> None:
+        """Resolve ``params`` against the fitted model: ``tracked_`` names, or None for every parameter."""
+        self.tracked_ = resolve_tracked(self.model_, self.params, f"Attributor {self.display_name!r}")
 
     def _gradients(self, objective, data: Data, params: dict[str, Tensor] | None = None) -> GradientSet:
         """Per-example gradients of ``objective`` on ``data`` at ``params`` (default: the fitted model's)."""
         return gradient_set(
             self.model_, objective, data, params=params, chunk_size=self.chunk_size, device=self.device,
-            factorized=self.factorized,
+            factorized=self.factorized, tracked=self.tracked_,
         )
 
     def _attribute(self, test: Data) -> Tensor:
@@ -278,6 +311,11 @@ class GradDot(_GradientAttributor):
         Where to compute (default: the model's device).
     factorized : bool, optional
         Layer-wise factorisation for models of ``nn.Linear`` / ``nn.Conv2d`` layers (default: when it applies).
+    params : {"all", "linear"} or list of str
+        Tracked parameters: every parameter (default), the weights and biases
+        of the ``nn.Linear`` / ``nn.Conv2d`` layers, or parameter names and
+        module-name prefixes; the others are frozen
+        (:mod:`tdaeval.attributors._tracked`).
     """
 
     name = "grad_dot"
@@ -285,6 +323,7 @@ class GradDot(_GradientAttributor):
 
     def _fit(self) -> None:
         self.model_.eval()
+        self._track()
         self.train_grads_ = self._gradients(self.task_.loss, self.train_)
         self.train_norms_ = self.train_grads_.sq_norms().sqrt().clamp_min(1e-12) if self.normalize else None
 
@@ -332,7 +371,7 @@ class TracIn(_GradientAttributor):
 
     Parameters
     ----------
-    chunk_size, device, factorized
+    chunk_size, device, factorized, params
         As :class:`GradDot`.
     """
 
@@ -341,6 +380,7 @@ class TracIn(_GradientAttributor):
 
     def _fit(self) -> None:
         self.model_.eval()
+        self._track()
         params = [self._checkpoint_params(k, c) for k, c in enumerate(self._checkpoints())]  # names checked: a subset is allowed
         self.train_grads_ = [self._gradients(self.task_.loss, self.train_, p) for p in params]
 

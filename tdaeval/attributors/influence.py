@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.attributors._params import FlatParams, GaussNewtonOperator, HessianOperator
+from tdaeval.attributors._tracked import PARAMS_CONSTRAINT, params_record, resolve_tracked
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.ekfac import apply_ekfac_inverse, fit_ekfac
 from tdaeval.attributors.gradient import test_measurement_grads, train_loss_grads
@@ -314,6 +315,13 @@ class Influence(Attributor):
         Seed of sampling in LiSSA, Arnoldi and ``hessian_samples``.
     device : str, optional
         Where to compute (default: the model's device).
+    params : {"all", "linear"} or list of str
+        Tracked parameters (:mod:`tdaeval.attributors._tracked`): every
+        parameter (default), the weights and biases of the ``nn.Linear`` /
+        ``nn.Conv2d`` layers, or parameter names and module-name prefixes.
+        Gradients, the Hessian / Gauss–Newton products and the EK-FAC factors
+        are over the tracked ones, the others frozen: ``ekfac`` and ``astra``
+        on a model with embeddings or LayerNorm need ``params="linear"``.
     **settings
         The flat settings (:data:`FLAT_SETTINGS`): ``max_iter``, ``tol``,
         ``cg_block``, ``lissa_depth``, ``lissa_repeats``, ``lissa_batch_size``,
@@ -339,6 +347,7 @@ class Influence(Attributor):
         "chunk_size": [Interval(int, 1, None)],
         "seed": [Interval(int, 0, None)],
         "device": DEVICE_CONSTRAINT,
+        "params": PARAMS_CONSTRAINT,
     }
 
     def __init__(
@@ -356,6 +365,7 @@ class Influence(Attributor):
         chunk_size: int = 256,
         seed: int = 0,
         device: str | None = None,
+        params: str | list[str] = "all",
         **settings: Any,
     ) -> None:
         unknown = sorted(set(settings) - set(FLAT_SETTINGS))
@@ -372,6 +382,7 @@ class Influence(Attributor):
         self.chunk_size = chunk_size
         self.seed = seed
         self.device = device
+        self.params = params
 
     def get_params(self) -> dict[str, Any]:
         """The parameters with every setting under its flat name (``max_iter``, ``lissa_depth``, …), for provenance."""
@@ -384,11 +395,13 @@ class Influence(Attributor):
         params["max_explicit_params"] = self.explicit.max_params
         params["seed"] = self.seed
         params["device"] = self.device if isinstance(self.device, (str, type(None))) else repr(self.device)
+        params["params"] = params_record(self.params)
         return params
 
     def _fit(self) -> None:
         self.model_.eval()
-        self.flat_ = FlatParams(self.model_, self.device)
+        self.tracked_ = resolve_tracked(self.model_, self.params, f"Attributor {self.display_name!r}")
+        self.flat_ = FlatParams(self.model_, self.device, names=self.tracked_)
         data = self.train_
         if self.hessian_samples is not None and self.hessian_samples < len(data):
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.hessian_samples]
@@ -403,13 +416,16 @@ class Influence(Attributor):
             )
             self._raise_damping(values)
         if self.solver in ("ekfac", "astra"):
-            self.ekfac_ = fit_ekfac(self.task_, self.model_, data, sampled=self.ekfac.sampled, seed=self.seed, chunk_size=self.chunk_size)
+            self.ekfac_ = fit_ekfac(
+                self.task_, self.model_, data, sampled=self.ekfac.sampled, seed=self.seed, chunk_size=self.chunk_size,
+                tracked=self.tracked_,
+            )
         elif self.solver == "explicit":
             if self.flat_.n_params > self.explicit.max_params:
                 raise ConfigError(
                     f"Influence(solver='explicit') builds a {self.flat_.n_params} x {self.flat_.n_params} Hessian; "
-                    f"the model has more than max_explicit_params={self.explicit.max_params} parameters. "
-                    "Use solver='cg', 'lissa' or 'arnoldi'."
+                    f"the model has more than max_explicit_params={self.explicit.max_params} (tracked) parameters. "
+                    "Use solver='cg', 'lissa' or 'arnoldi', or track fewer parameters ('params')."
                 )
             hessian = self.hessian_.dense().double()
             eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
@@ -509,11 +525,15 @@ class Influence(Attributor):
         return solution
 
     def _attribute(self, test: Data) -> Tensor:
-        test_grads = test_measurement_grads(self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device)
+        test_grads = test_measurement_grads(
+            self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device, tracked=self.tracked_
+        )
         preconditioned = self.inverse_hvp(test_grads.to(self.flat_.vector.dtype)).float() / len(self.train_)
         columns = []
         for start in range(0, len(self.train_), self.chunk_size):
             chunk = self.train_.subset(torch.arange(start, min(start + self.chunk_size, len(self.train_))))
-            train_grads = train_loss_grads(self.task_, self.model_, chunk, chunk_size=self.chunk_size, device=self.device)
+            train_grads = train_loss_grads(
+                self.task_, self.model_, chunk, chunk_size=self.chunk_size, device=self.device, tracked=self.tracked_
+            )
             columns.append(preconditioned @ train_grads.T)
         return torch.cat(columns, dim=1)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from tdaeval.attributors._linear import factored_layers
+from tdaeval.attributors._tracked import PARAMS_CONSTRAINT, resolve_tracked
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.ekfac import EKFACFactors, apply_ekfac_spectral, fit_ekfac
 from tdaeval.attributors.gradient import aligned_params, test_measurement_grads, train_loss_grads
@@ -98,7 +99,9 @@ class Source(Attributor):
 
     Needs the checkpoints of the training run (``fit(..., checkpoints=...)``,
     e.g. ``train_model(..., n_checkpoints=6).checkpoints``) and a model whose
-    parameters all sit in ``nn.Linear`` layers (EK-FAC curvature).
+    (tracked) parameters all sit in ``nn.Linear`` / ``nn.Conv2d`` layers
+    (EK-FAC curvature): on a model with embeddings or LayerNorm, use
+    ``params="linear"``.
 
     Parameters
     ----------
@@ -120,6 +123,12 @@ class Source(Attributor):
         Seed of the sampled targets.
     device : str, optional
         Where to compute (default: the model's device).
+    params : {"all", "linear"} or list of str
+        Tracked parameters (:mod:`tdaeval.attributors._tracked`): every
+        parameter (default), the weights and biases of the ``nn.Linear`` /
+        ``nn.Conv2d`` layers, or parameter names and module-name prefixes.
+        Curvature, propagation and gradients are over the tracked ones; the
+        frozen ones keep each checkpoint's values.
     """
 
     name = "source"
@@ -134,6 +143,7 @@ class Source(Attributor):
         "chunk_size": [Interval(int, 1, None)],
         "seed": [Interval(int, 0, None)],
         "device": DEVICE_CONSTRAINT,
+        "params": PARAMS_CONSTRAINT,
     }
 
     def __init__(
@@ -145,15 +155,19 @@ class Source(Attributor):
         chunk_size: int = 256,
         seed: int = 0,
         device: str | None = None,
+        params: str | list[str] = "all",
     ) -> None:
         self.n_segments, self.sampled, self.momentum = n_segments, sampled, momentum
         self.steps_per_epoch, self.chunk_size, self.seed, self.device = steps_per_epoch, chunk_size, seed, device
+        self.params = params
 
     def _fit(self) -> None:
         checkpoints = self._checkpoints()
         for k, checkpoint in enumerate(checkpoints):  # every checkpoint holds exactly the model's parameters, by name
             self._checkpoint_params(k, checkpoint, exact=True)
-        factored_layers(self.model_, strict=f"Attributor {self.display_name!r} (EK-FAC curvature)", hint="")
+        owner = f"Attributor {self.display_name!r}"
+        self.tracked_ = resolve_tracked(self.model_, self.params, owner)
+        factored_layers(self.model_, strict=f"{owner} (EK-FAC curvature)", hint="", tracked=self.tracked_)
         self.model_.eval()
         recipe = self.task_.recipe
         momentum = recipe.momentum if self.momentum is None else self.momentum
@@ -187,7 +201,10 @@ class Source(Attributor):
             if self._average_weights:
                 params = [{k: torch.stack([p[k] for p in params]).mean(0) for k in params[0]}]
             models = [self._model_at(p) for p in params]
-            factors = fit_ekfac(self.task_, models, self.train_, sampled=self.sampled, seed=self.seed, chunk_size=self.chunk_size)
+            factors = fit_ekfac(
+                self.task_, models, self.train_, sampled=self.sampled, seed=self.seed, chunk_size=self.chunk_size,
+                tracked=self.tracked_,
+            )
             self.segments_.append(SourceSegment(factors, scale, params, (previous_epoch, last_epoch)))
             previous_epoch = last_epoch
 
@@ -203,7 +220,9 @@ class Source(Attributor):
         return model.eval()
 
     def _attribute(self, test: Data) -> Tensor:
-        test_grads = test_measurement_grads(self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device)
+        test_grads = test_measurement_grads(
+            self.task_, self.model_, test, chunk_size=self.chunk_size, device=self.device, tracked=self.tracked_
+        )
         vectors = source_propagate(self.segments_, test_grads, self.weight_decay_)
         n = len(self.train_)
         scores = torch.zeros(len(test), n, dtype=torch.float64)
@@ -213,7 +232,8 @@ class Source(Attributor):
                 for start in range(0, n, self.chunk_size):
                     chunk = self.train_.subset(torch.arange(start, min(start + self.chunk_size, n)))
                     grads = train_loss_grads(
-                        self.task_, self.model_, chunk, params=params, chunk_size=self.chunk_size, device=self.device
+                        self.task_, self.model_, chunk, params=params, chunk_size=self.chunk_size, device=self.device,
+                        tracked=self.tracked_,
                     )
                     scores[:, start : start + len(chunk)] += (w.to(grads.device) @ grads.double().T).cpu()
         return scores.float()

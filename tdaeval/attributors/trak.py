@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tdaeval.attributors._tracked import PARAMS_CONSTRAINT, resolve_tracked
 from tdaeval.attributors.base import DEVICE_CONSTRAINT, Attributor, register
 from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
@@ -92,6 +93,11 @@ class TRAK(Attributor):
         Examples per per-sample-gradient call.
     device : str, optional
         Where to compute.
+    params : {"all", "linear"} or list of str
+        Tracked parameters (:mod:`tdaeval.attributors._tracked`): every
+        parameter (default), the weights and biases of the ``nn.Linear`` /
+        ``nn.Conv2d`` layers, or parameter names and module-name prefixes;
+        the gradients projected are those of the tracked ones.
     """
 
     name = "trak"
@@ -105,6 +111,7 @@ class TRAK(Attributor):
         "seed": [Interval(int, 0, None)],
         "chunk_size": [Interval(int, 1, None)],
         "device": DEVICE_CONSTRAINT,
+        "params": PARAMS_CONSTRAINT,
     }
 
     def __init__(
@@ -116,10 +123,12 @@ class TRAK(Attributor):
         seed: int = 0,
         chunk_size: int = 256,
         device: str | None = None,
+        params: str | list[str] = "all",
     ) -> None:
         self.projection_dim, self.damping, self.n_models = projection_dim, damping, n_models
         self.use_checkpoints = use_checkpoints
         self.seed, self.chunk_size, self.device = seed, chunk_size, device
+        self.params = params
 
     def needs_checkpoints(self) -> bool:
         """With ``use_checkpoints=True``: the models are the checkpoints of the training run."""
@@ -140,7 +149,8 @@ class TRAK(Attributor):
 
     def _features(self, model: torch.nn.Module, data: Data, index: int) -> Tensor:
         """Projected measurement gradients ``[n, k]`` (float64), per-sample gradients taken in row chunks."""
-        n_params = sum(p.numel() for p in model.parameters())
+        wanted = None if self.tracked_ is None else set(self.tracked_)
+        n_params = sum(p.numel() for name, p in model.named_parameters() if wanted is None or name in wanted)
         project = (lambda g: g) if self.projection_dim is None else GaussianProjection(
             n_params, self.projection_dim, seed=self.seed * 1000 + index
         )
@@ -148,7 +158,9 @@ class TRAK(Attributor):
         features = []
         for start in range(0, len(data), rows):
             chunk = data.subset(torch.arange(start, min(start + rows, len(data))))
-            grads = per_sample_grads(model, self.task_.measurement, chunk, chunk_size=self.chunk_size, device=self.device)
+            grads = per_sample_grads(
+                model, self.task_.measurement, chunk, chunk_size=self.chunk_size, device=self.device, tracked=self.tracked_
+            )
             features.append(project(grads.double()))
         return torch.cat(features)
 
@@ -158,6 +170,7 @@ class TRAK(Attributor):
         return torch.ones(len(data), dtype=torch.float64)
 
     def _fit(self) -> None:
+        self.tracked_ = resolve_tracked(self.model_, self.params, f"Attributor {self.display_name!r}")
         self.models_ = self._models()
         self.kernels_, q_values = [], []
         for index, model in enumerate(self.models_):

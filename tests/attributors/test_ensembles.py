@@ -283,6 +283,17 @@ def test_member_batching_equals_a_loop_over_members(mlp, build):
     torch.testing.assert_close(batched.attribute(task.test_data), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
 
 
+def test_an_ensemble_of_an_attributor_tracking_some_parameters_tracks_only_those(mlp):
+    """The batched member path differentiates every parameter: a template tracking a subset must not take it."""
+    task, run = mlp
+    subset = {"attributor_params": {"params": ["0"]}}
+    tracked = naive("grad_dot", n_models=3, **subset).fit(task, run.model, task.train_data)
+    looped = naive("grad_dot", n_models=3, batch_members=False, **subset).fit(task, run.model, task.train_data)
+    assert tracked.stack_ is None
+    expected = looped.attribute(task.test_data)
+    torch.testing.assert_close(tracked.attribute(task.test_data), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
 def test_members_that_cannot_be_stacked_run_one_by_one(mlp):
     task, run = mlp
     adapted = lora("grad_dot", n_adapters=2, rank=2, steps=0).fit(task, run.model, task.train_data)

@@ -103,7 +103,7 @@ def test_adapters_build_without_their_library(monkeypatch, cls):
 FLAT_PARAMS = [
     "solver", "damping", "max_iter", "tol", "cg_block", "lissa_depth", "lissa_repeats", "lissa_batch_size",
     "lissa_scale", "arnoldi_iter", "arnoldi_rank", "astra_iter", "astra_lr", "astra_momentum", "astra_batch_size",
-    "astra_halve_every", "ekfac_sampled", "hessian_samples", "chunk_size", "max_explicit_params", "seed", "device",
+    "astra_halve_every", "ekfac_sampled", "hessian_samples", "chunk_size", "max_explicit_params", "seed", "device", "params",
 ]
 
 
@@ -128,7 +128,7 @@ def test_flat_keywords_fill_the_settings_dataclasses():
     assert list(flat.get_params()) == FLAT_PARAMS
     assert flat.get_params()["lissa_depth"] == 5 and flat.get_params()["cg_block"] is False
     assert list(Influence().get_params()) == FLAT_PARAMS
-    assert set(FLAT_SETTINGS) | {"solver", "damping", "hessian_samples", "chunk_size", "seed", "device"} == set(FLAT_PARAMS)
+    assert set(FLAT_SETTINGS) | {"solver", "damping", "hessian_samples", "chunk_size", "seed", "device", "params"} == set(FLAT_PARAMS)
     assert set(SETTINGS) <= set(inspect.signature(Influence.__init__).parameters)
 
 
