@@ -1,4 +1,4 @@
-"""Embedded data: scikit-learn's bundled digits and synthetic regression.
+"""Embedded data: scikit-learn's bundled digits, synthetic regression, and the generated fact corpus (:mod:`tdaeval.facts`).
 
 Nothing here downloads anything.
 """
@@ -10,9 +10,10 @@ from torch import Tensor
 
 from tdaeval.data import Data
 from tdaeval.errors import ConfigError
+from tdaeval.facts import FactCorpus, make_fact_corpus
 from tdaeval.params import check_int_at_least
 
-__all__ = ["Data", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_regression"]
+__all__ = ["Data", "FactCorpus", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_fact_corpus", "make_regression"]
 
 
 def _split_sizes(n_total: int, n_train: int, n_test: int, owner: str) -> None:

@@ -1,4 +1,4 @@
-"""Modules with reproducible randomness, and low-rank adapters.
+"""Modules with reproducible randomness, a tiny causal transformer (:class:`TinyCausalLM`), and low-rank adapters.
 
 :class:`SeededDropout` takes its uniform noise from a random bit generator
 (numpy's SFC64, about three times faster than ``torch.randint``) seeded from
@@ -21,9 +21,13 @@ from torch import Tensor, nn
 from tdaeval.hashing import derive_seed
 
 __all__ = [
+    "CausalSelfAttention",
     "LoRAConv2d",
     "LoRALinear",
     "SeededDropout",
+    "TinyCausalLM",
+    "TransformerBlock",
+    "TransformerMLP",
     "adapters_only",
     "add_lora",
     "is_lora_parameter",
@@ -129,6 +133,159 @@ def unseed_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, SeededDropout):
             module.generator = None
+
+
+# --- a tiny causal transformer (the language-model task) ------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention written out (no ``scaled_dot_product_attention``), so that
+    ``torch.func.vmap``, ``grad`` and ``functional_call`` run it.
+
+    ``softmax(q kᵀ / sqrt(d_head) + causal mask) v`` per head; position ``t`` attends to ``0 … t``. Padding sits
+    after the real tokens, so no real position ever attends to it.
+
+    Parameters
+    ----------
+    d_model : int
+        Width ``d``.
+    n_heads : int
+        Heads; ``d_model`` must be a multiple.
+    dropout : float
+        :class:`SeededDropout` rate on the output (0 = identity).
+
+    Attributes
+    ----------
+    qkv : nn.Linear
+        ``d → 3d`` (queries, keys, values).
+    proj : nn.Linear
+        ``d → d`` output projection.
+    drop : SeededDropout
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"The 'n_heads' parameter must divide d_model = {d_model}. Got {n_heads!r} instead.")
+        self.n_heads = int(n_heads)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.drop = SeededDropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[n, L, d]`` → ``[n, L, d]``."""
+        n, length, d = x.shape
+        d_head = d // self.n_heads
+        q, k, v = (t.reshape(n, length, self.n_heads, d_head).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d_head))  # [n, h, L, L]
+        future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+        weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(n, length, d)
+        return self.drop(self.proj(out))
+
+
+class TransformerMLP(nn.Module):
+    """``drop(proj(gelu(fc(x))))``: ``fc`` ``d → 4d``, ``proj`` ``4d → d``, on ``[n, L, d]``."""
+
+    def __init__(self, d_model: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.proj = nn.Linear(4 * d_model, d_model)
+        self.drop = SeededDropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(·))``.
+
+    Attributes
+    ----------
+    ln1, ln2 : nn.LayerNorm
+    attn : CausalSelfAttention
+    mlp : TransformerMLP
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = TransformerMLP(d_model, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyCausalLM(nn.Module):
+    """A small decoder-only transformer: token and learned position embeddings, pre-LN blocks, untied head.
+
+    Every operation is ``vmap``/``grad``/``functional_call``-safe (manual attention, the causal mask built per
+    call rather than stored, no data-dependent control flow), and each :class:`SeededDropout` is called once per
+    forward pass, so batched training (:func:`tdaeval.training.train_models`) equals one-at-a-time training.
+    About 28k parameters at ``d_model=32, n_layers=1`` and a vocabulary of 237.
+
+    Parameters
+    ----------
+    vocab_size : int
+        Vocabulary size ``V``.
+    max_len : int
+        Longest input ``T`` (rows of learned positions).
+    d_model : int
+        Width ``d``.
+    n_layers : int
+        Blocks.
+    n_heads : int
+        Attention heads per block (divides ``d_model``).
+    dropout : float
+        :class:`SeededDropout` rate after attention and after the MLP in every block (0 = none).
+
+    Attributes
+    ----------
+    embed : nn.Embedding
+        ``V × d``.
+    pos : nn.Embedding
+        ``max_len × d``.
+    blocks : nn.ModuleList of TransformerBlock
+    ln_f : nn.LayerNorm
+    head : nn.Linear
+        ``d → V``, no bias.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, d_model: int = 32, n_layers: int = 1, n_heads: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("max_len", max_len), ("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"The {name!r} parameter of TinyCausalLM must be an integer >= 1. Got {value!r} instead.")
+        self.max_len = int(max_len)
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList([TransformerBlock(d_model, n_heads, dropout) for _ in range(n_layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Next-token logits.
+
+        Parameters
+        ----------
+        tokens : Tensor
+            ``[n, L]`` int64 token ids, ``L <= max_len``.
+
+        Returns
+        -------
+        Tensor
+            ``[n, L, V]`` logits; position ``t`` predicts token ``t + 1``.
+        """
+        length = tokens.shape[-1]
+        if length > self.max_len:
+            raise ValueError(f"TinyCausalLM expects inputs of at most max_len = {self.max_len} positions. Got {length}.")
+        x = self.embed(tokens) + self.pos(torch.arange(length, device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
 
 
 # --- low-rank adapters (LoRA, Hu et al. 2021) ----------------------------------------------------------------

@@ -186,8 +186,8 @@ class Task(ABC):
         """Which positions of sequence examples carry the measurement and the loss, ``[n, T]`` bool; None for
         examples that are not sequences (the default).
 
-        Representation-based attributors (``similarity``, ``representer``) mean-pool ``[n, T, d]`` features
-        over these positions; a sequence task overrides it (the language-model task: where the target is not
+        ``similarity`` mean-pools ``[n, T, d]`` features over these positions (``representer`` sums per-position
+        terms and does not need them); a sequence task overrides it (the language-model task: where the target is not
         the ignore index).
         """
         return None

@@ -22,13 +22,16 @@ from tdaeval.attributors.random import RandomAttributor
 from tdaeval.attributors.representation import Representer, Similarity
 from tdaeval.attributors.seeds import SeedPosterior
 from tdaeval.attributors.source import FastSource, Source
+from tdaeval.attributors.text import BM25, EntailmentIndicator
 from tdaeval.attributors.trak import TRAK
 
 __all__ = [
     "Attribution",
     "Attributor",
+    "BM25",
     "CheckpointEnsemble",
     "DropoutEnsemble",
+    "EntailmentIndicator",
     "NaiveEnsemble",
     "FunctionAttributor",
     "GradCos",

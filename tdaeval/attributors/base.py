@@ -103,8 +103,11 @@ class Attributor(ValidatedInit, ABC):
         Raises
         ------
         AttributorError
-            When :meth:`needs_checkpoints` and none are given.
+            When :meth:`needs_checkpoints` and none are given, or when :meth:`why_unsupported` gives a reason.
         """
+        reason = self.why_unsupported(task, train)
+        if reason is not None:
+            raise AttributorError(reason)
         self.task_ = task
         self.model_ = model
         self.train_ = train
@@ -114,6 +117,15 @@ class Attributor(ValidatedInit, ABC):
             self._checkpoints()
         self._fit()
         return self
+
+    def why_unsupported(self, task: Task, train: Data) -> str | None:
+        """One line saying why this attributor cannot explain ``task`` on ``train``; None when it can (the default).
+
+        :meth:`fit` raises an ``AttributorError`` with this line before doing any work, so an attributor that
+        is defined on some tasks only (``bm25`` needs token sequences, ``entailment`` a task with known
+        proponents) refuses the others in one line instead of failing deep inside.
+        """
+        return None
 
     def needs_checkpoints(self) -> bool:
         """Whether :meth:`fit` needs the checkpoints of the training run.

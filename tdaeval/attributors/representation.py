@@ -13,7 +13,7 @@ from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.params import Instance
 
-__all__ = ["last_linear", "model_on_device", "penultimate_features", "Representer", "Similarity"]
+__all__ = ["last_linear", "model_on_device", "penultimate_features", "pool_positions", "Representer", "Similarity"]
 
 
 def last_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Linear]:
@@ -53,7 +53,13 @@ def penultimate_features(model: nn.Module, data: Data, layer: str | None = None,
     Returns
     -------
     tuple of Tensor
-        features ``[n, d]`` and outputs ``[n, ...]``.
+        features ``[n, d]`` (an output layer applied to one vector per example) or ``[n, T, d]``
+        (applied at each of ``T`` positions, as a language model's head), and outputs ``[n, ...]``.
+
+    Raises
+    ------
+    AttributorError
+        When the output layer's input has more than one position axis (``[n, A, B, d]``).
     """
     _, linear = last_linear(model, layer)
     captured: list[Tensor] = []
@@ -66,8 +72,46 @@ def penultimate_features(model: nn.Module, data: Data, layer: str | None = None,
             outputs.append(model(data.inputs[start : start + chunk_size].to(device)))
     finally:
         handle.remove()
-    features = torch.cat(captured).reshape(len(data), -1)
+    features = torch.cat(captured)
+    if features.ndim > 3:
+        raise AttributorError(
+            f"The output layer's input has shape {tuple(features.shape)}; representation attributors expect [n, d] or [n, T, d] "
+            "(one position axis)."
+        )
+    if features.ndim < 3:
+        features = features.reshape(len(data), -1)
     return features.float(), torch.cat(outputs)
+
+
+def pool_positions(features: Tensor, positions: Tensor) -> Tensor:
+    """Mean of per-position features over each example's selected positions.
+
+    Parameters
+    ----------
+    features : Tensor
+        ``[n, T, d]``.
+    positions : Tensor
+        ``[n, T]`` bool, the positions to average (at least one per example).
+
+    Returns
+    -------
+    Tensor
+        ``[n, d]``: ``Σ_t positions[i, t] · features[i, t] / Σ_t positions[i, t]``.
+
+    Raises
+    ------
+    AttributorError
+        When ``positions`` is not a bool ``[n, T]`` tensor, or selects no position of some example.
+    """
+    if not isinstance(positions, Tensor) or positions.dtype != torch.bool or tuple(positions.shape) != tuple(features.shape[:2]):
+        got = f"{positions.dtype} {tuple(positions.shape)}" if isinstance(positions, Tensor) else type(positions).__name__
+        raise AttributorError(f"Positions to pool must be a bool tensor [n, T] = {list(features.shape[:2])}; got {got}.")
+    counts = positions.sum(1)
+    empty = (counts == 0).nonzero().flatten()
+    if len(empty):
+        raise AttributorError(f"Cannot mean-pool sequence features: {len(empty)} example(s) have no selected position (first: row {int(empty[0])}).")
+    mask = positions.to(features.device, features.dtype).unsqueeze(-1)
+    return (features * mask).sum(1) / counts.to(features.device, features.dtype).unsqueeze(-1)
 
 
 class _OutputLayerAttributor(Attributor):
@@ -85,10 +129,36 @@ class _OutputLayerAttributor(Attributor):
     def _fit(self) -> None:
         self.net_ = model_on_device(self.model_, self.device)
 
+    def _pooled(self, data: Data) -> Tensor:
+        """One embedding ``[n, d]`` per example: the output layer's input, mean-pooled over ``task.positions(data)`` when per-position.
+
+        Raises
+        ------
+        AttributorError
+            When the features are ``[n, T, d]`` and the task gives no positions (``Task.positions`` returns None).
+        """
+        features, _ = self._features(data)
+        if features.ndim == 2:
+            return features
+        positions_of = getattr(self.task_, "positions", None)
+        positions = positions_of(data) if positions_of is not None else None
+        if positions is None:
+            raise AttributorError(
+                f"Attributor {self.display_name!r}: the output layer's input is per position, {list(features.shape)} = [n, T, d], "
+                f"but task {type(self.task_).__name__} gives no positions to pool it over (Task.positions returned None)."
+            )
+        return pool_positions(features, positions.to(features.device))
+
 
 @register
 class Similarity(_OutputLayerAttributor):
     """Cosine similarity of last-layer input embeddings (a heuristic: similar = supports).
+
+    When the output layer is applied at every position of a sequence (its input is ``[n, T, d]``,
+    a language model's head), an example's embedding is the mean of its per-position inputs over
+    the positions ``task.positions(data)`` selects (the language-model task: where the target is
+    not ignored, so every predicting position of a training sentence and the answer-predicting
+    position of a query); a task whose ``positions`` is None cannot be scored then.
 
     Parameters
     ----------
@@ -103,12 +173,10 @@ class Similarity(_OutputLayerAttributor):
 
     def _fit(self) -> None:
         super()._fit()
-        features, _ = self._features(self.train_)
-        self.train_features_ = nn.functional.normalize(features, dim=1)
+        self.train_features_ = nn.functional.normalize(self._pooled(self.train_), dim=1)
 
     def _attribute(self, test: Data) -> Tensor:
-        features, _ = self._features(test)
-        return nn.functional.normalize(features, dim=1) @ self.train_features_.T
+        return nn.functional.normalize(self._pooled(test), dim=1) @ self.train_features_.T
 
 
 @register
@@ -121,6 +189,19 @@ class Representer(_OutputLayerAttributor):
     measurement: ``(f_iᵀ f_z) · α_i · ∂f(z)/∂Φ``, sign-flipped when lower is
     better. The positive constant ``1/(2λn)`` is dropped. Unlike the paper, the
     output layer is not re-fitted with an L2 penalty first.
+
+    On sequences (the output layer applied at every position: features
+    ``f_t ∈ R^d``, outputs ``Φ_t = W f_t + b``, ``[n, T, ...]``) the theorem holds
+    per position: the stationary ``W`` is ``-Σ_i Σ_t ∂L(z_i)/∂Φ_{i,t} f_{i,t}ᵀ / (2λn)``,
+    so training point ``i``'s share of the test output at position ``s`` is
+    ``Σ_t α_{i,t} (f_{i,t}ᵀ f_s(z))``. Pushed through the measurement, the score
+    is the sum of the per-position representer terms over every (test position
+    ``s``, training position ``t``) pair,
+    ``Σ_s Σ_t (f_{i,t}ᵀ f_s(z)) · α_{i,t}ᵀ ∂f(z)/∂Φ_s``: no pooling, and no
+    positions needed, since the loss and measurement gradients vanish where
+    they ignore a position. On vectors and on sequences alike, the score equals
+    the inner product of the output weight's gradients, ``⟨∂f(z)/∂W, -∂L(z_i)/∂W⟩`` (sign-flipped when lower is
+    better), i.e. grad-dot restricted to ``W``.
 
     Parameters
     ----------
@@ -136,16 +217,45 @@ class Representer(_OutputLayerAttributor):
 
         return vmap(grad(one))(outputs, targets.to(outputs.device))
 
+    def _per_position(self, features: Tensor, grads: Tensor) -> Tensor:
+        """Output gradients ``[n, T, ...]`` as ``[n, T, k]``, checked to be per position like the ``[n, T, d]`` features."""
+        if tuple(grads.shape[:2]) != tuple(features.shape[:2]):
+            raise AttributorError(
+                f"Attributor {self.display_name!r}: the output layer's input is per position, {list(features.shape)} = [n, T, d], "
+                f"so the model's output must be that layer's output [n, T, ...]; got {list(grads.shape)}."
+            )
+        return grads.reshape(*features.shape[:2], -1)
+
     def _fit(self) -> None:
         super()._fit()
         features, outputs = self._features(self.train_)
         self.train_features_ = features
-        self.alpha_ = -self._output_grads(outputs, self.train_.targets, self.task_.loss).reshape(len(self.train_), -1).float()
+        alpha = -self._output_grads(outputs, self.train_.targets, self.task_.loss).float()
+        self.alpha_ = alpha.reshape(len(self.train_), -1) if features.ndim == 2 else self._per_position(features, alpha)
 
     def _attribute(self, test: Data) -> Tensor:
         features, outputs = self._features(test)
         sign = 1.0 if self.task_.higher_is_better else -1.0
-        d_measure = sign * self._output_grads(outputs, test.targets, self.task_.measurement).reshape(len(test), -1).float()
+        d_measure = sign * self._output_grads(outputs, test.targets, self.task_.measurement).float()
+        if features.ndim == 3:
+            return self._sequence_scores(features, self._per_position(features, d_measure))
+        d_measure = d_measure.reshape(len(test), -1)
         kernel = features @ self.train_features_.T  # [n_test, n_train]
         direction = d_measure @ self.alpha_.T  # [n_test, n_train]
         return kernel * direction
+
+    def _sequence_scores(self, features: Tensor, d_measure: Tensor) -> Tensor:
+        """``Σ_s Σ_t (f_{i,t}ᵀ f_{q,s}) (α_{i,t}ᵀ g_{q,s})`` ``[n_test, n_train]`` from test features ``[n_test, T, d]`` and
+        measurement gradients ``g`` ``[n_test, T, k]``; one test position at a time, skipping positions no query measures."""
+        n_train, length, _ = self.train_features_.shape
+        train_features = self.train_features_.reshape(n_train * length, -1)  # [(i, t), d]
+        alpha = self.alpha_.reshape(n_train * length, -1)  # [(i, t), k]
+        scores = torch.zeros(len(features), n_train, dtype=features.dtype, device=features.device)
+        for s in range(features.shape[1]):
+            rows = (d_measure[:, s] != 0).any(1).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            kernel = features[rows, s] @ train_features.T  # [rows, (i, t)]
+            direction = d_measure[rows, s] @ alpha.T  # [rows, (i, t)]
+            scores[rows] += (kernel * direction).reshape(len(rows), n_train, length).sum(-1)
+        return scores

@@ -1,4 +1,4 @@
-"""Built-in tasks: digits classification and linear regression with closed-form LOO."""
+"""Built-in tasks: digits classification, linear regression with closed-form LOO, synthetic classification, fact completion with a tiny LM."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ from tdaeval.task import Task
 from tdaeval.tasks.classification import ClassificationTask, margin
 from tdaeval.tasks.controlled import with_flipped_labels, with_grouped_labels, with_mixed_dataset, with_shortcut
 from tdaeval.tasks.digits import DigitsTask
+from tdaeval.tasks.language import LanguageModelTask
 from tdaeval.tasks.linear import LinearRegressionTask
 from tdaeval.tasks.synthetic import SyntheticTask
 
-__all__ = ["ClassificationTask", "DigitsTask", "LinearRegressionTask", "SyntheticTask", "margin", "get_task", "with_flipped_labels",
-           "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
+__all__ = ["ClassificationTask", "DigitsTask", "LanguageModelTask", "LinearRegressionTask", "SyntheticTask", "margin", "get_task",
+           "with_flipped_labels", "with_grouped_labels", "with_mixed_dataset", "with_shortcut", "TASKS"]
 
 #: The tasks by name (a read-only mapping ``{name: class}``; add your own with ``TASKS.register``); :func:`get_task` builds them.
 TASKS: Registry[Task] = Registry("task", Task)
 TASKS.register(DigitsTask)
 TASKS.register(LinearRegressionTask)
 TASKS.register(SyntheticTask)
+TASKS.register(LanguageModelTask)
 
 
 def get_task(name: str, **params: Any) -> Task:
-    """Build a task by name (``"digits"``, ``"linear_regression"``, ``"synthetic"``) or ``"module:Name"`` path to a ``Task`` subclass."""
+    """Build a task by name (``"digits"``, ``"linear_regression"``, ``"synthetic"``, ``"language_model"``) or a
+    ``"module:Name"`` path to a ``Task`` subclass."""
     return TASKS.create(name, **params)

@@ -23,6 +23,7 @@ from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError
 from tdaeval.tasks import (
     DigitsTask,
+    LanguageModelTask,
     LinearRegressionTask,
     SyntheticTask,
     with_flipped_labels,
@@ -36,6 +37,7 @@ TASKS = {
     "digits": lambda: DigitsTask(n_train=120, n_test=15),
     "linear_regression": lambda: LinearRegressionTask(n_train=30, n_test=6),
     "synthetic": lambda: SyntheticTask(n_train=150, n_test=20, n_features=64),
+    "language_model": lambda: LanguageModelTask(n_entities=30, n_relations=2, n_facts=24, n_test=6),
 }
 SETTINGS = {
     "with_flipped_labels": lambda task: with_flipped_labels(task, fraction=0.2, seed=1),
@@ -44,7 +46,7 @@ SETTINGS = {
     "with_mixed_dataset": lambda task: with_mixed_dataset(task, n_foreign=10, label=2, n_test=5, seed=1),
 }
 # Every setting relabels classes or plants image patterns: none applies to regression.
-NOT_APPLICABLE = {("linear_regression", setting) for setting in SETTINGS}
+NOT_APPLICABLE = {(task, setting) for task in ("linear_regression", "language_model") for setting in SETTINGS}
 
 
 def reference_digest(data: Data) -> str:
