@@ -103,6 +103,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_mislabel.py
 	$(BIN)/python benchmarks/bench_large_n.py
 	$(BIN)/python benchmarks/bench_executors.py
+	$(BIN)/python benchmarks/bench_tail_patch.py
+	$(BIN)/python benchmarks/bench_tail_patch.py --task language_model
 
 clean:
 	rm -rf $(VENV) $(QUANDA_VENV) $(PEFT_VENV) docs/_build tdaeval-out .pytest_cache

@@ -15,8 +15,8 @@ The matrix is timed as the median of 3 runs after a warm-up, each lookup and
 the loop (seconds to minutes) once.
 Both sides must give the same per-query values (checked; exit 2 otherwise).
 
-    python benchmarks/tail_patch.py                          # digits logistic regression
-    python benchmarks/tail_patch.py --task language_model    # the LM task (issue #16), default corpus
+    python benchmarks/bench_tail_patch.py                          # digits logistic regression
+    python benchmarks/bench_tail_patch.py --task language_model    # the LM task (issue #16), default corpus
 """
 
 from __future__ import annotations

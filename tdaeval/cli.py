@@ -286,7 +286,7 @@ def _note_baseline(result, note: Optional[str]) -> None:
     result.provenance["check_notes"] = [note]
 
 
-SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard.")
+SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard, lm-smoke, lm-standard.")
 OUT_OPT = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md, report.html, junit.xml.")
 CACHE_OPT = typer.Option(None, "--cache-dir", help="Ground-truth store (overrides the suite's 'store').")
 EXECUTOR_OPT = typer.Option(None, "--executor", help="local, process:N, ray or ray:ADDRESS (overrides the suite's 'executor').")

@@ -125,3 +125,19 @@ def test_tutorial_05_suite_and_workflow_are_valid():
     assert any(r.startswith("tdaeval check tdaeval-suite.yaml") for r in runs)
     cached = [s for s in workflow["jobs"]["tdaeval"]["steps"] if s.get("uses", "").startswith("actions/cache")]
     assert cached and cached[0]["with"]["path"] == config.store
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + TEST_MARGIN_S)
+def test_tutorial_06_fact_tracing(tmp_path):
+    proc = _run(tmp_path, "06_fact_tracing.py", str(tmp_path / "out"), timeout=SUBPROCESS_TIMEOUT_S)
+    results = _results(tmp_path / "out")
+    assert all(r["error"] is None and r["value"] is not None for r in results)
+    attributors = {"random", "bm25", "bm25 (prompt)", "entailment", "similarity", "grad_dot", "grad_cos"}
+    metrics = {"mrr", "hit_at_k", "recall_at_k", "precision_at_k", "tail_patch", "lds"}
+    assert {(r["attributor"], r["metric"]) for r in results} == {(a, m) for a in attributors for m in metrics}
+    for heading in (*metrics, "with lexical control (aliases=2)", "held-out-paraphrase accuracy", "proponent"):
+        assert heading in proc.stdout  # the printed tables and the example query
+    # The ground truth went to TDAEVAL_CACHE_DIR, and nothing else was written next to the script.
+    assert any((tmp_path / "cache" / "objects").rglob("*.safetensors"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]

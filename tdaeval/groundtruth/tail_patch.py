@@ -225,7 +225,7 @@ def one_step_effects(
     query_chunk_size : int
         Queries per evaluation (>= 1).
     progress : callable, optional
-        ``progress(done, total)`` after each chunk of training examples.
+        ``progress(0, total)`` first, then ``progress(done, total)`` after each chunk of training examples.
 
     Returns
     -------
@@ -266,6 +266,8 @@ def one_step_effects(
         with torch.no_grad():
             base = measure({name: p.unsqueeze(0) for name, p in params.items()})[0]  # the same vmapped path as the perturbed values
         rows = []
+        if progress is not None:  # nothing done yet: a display reads the first report as "already stored"
+            progress(0, len(train))
         for start in range(0, len(train), chunk_size):
             x, y = train_x[start : start + chunk_size], train_y[start : start + chunk_size]
             g = gradients(params, x, y)

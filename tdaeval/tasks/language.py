@@ -73,14 +73,9 @@ class LanguageModelTask(Task):
     Attributes
     ----------
     corpus : FactCorpus
-    entailment : Tensor
-        bool ``[n_test, n_train]``: the known proponents (the query's fact's other utterances).
-    categories : Tensor
-        int8 ``[n_test, n_train]`` codes into :attr:`category_names`.
+        The generated corpus; :attr:`entailment` (the known proponents) and :attr:`categories` read it.
     category_names : tuple of str
         :data:`~tdaeval.facts.CATEGORIES`.
-    vocab_size, max_len : int
-        Vocabulary size ``V`` and input width ``T``.
     """
 
     name = "language_model"

@@ -207,6 +207,14 @@ def test_the_full_matrix_in_float32_matches_the_loop_on_its_entries(sequence):
     torch.testing.assert_close(full[QUERIES][:, EXAMPLES], slow, rtol=1e-3, atol=2e-5)
 
 
+def test_progress_starts_at_zero_and_counts_every_training_example(logreg):
+    """A progress display reads the first report as what was already stored: before any work it must be 0."""
+    task, model = logreg
+    reports: list[tuple[int, int]] = []
+    one_step_effects(task, model, OneStepEffectSpec(eta=0.05), chunk_size=25, progress=lambda done, total: reports.append((done, total)))
+    assert reports == [(0, 60), (25, 60), (50, 60), (60, 60)]
+
+
 def test_frozen_parameters_do_not_move(sequence):
     task, model = sequence
     frozen = copy.deepcopy(model)

@@ -79,7 +79,7 @@ def test_malformed_suites_name_the_key_path(text, expected):
 
 
 def test_missing_file_lists_builtins(tmp_path):
-    with pytest.raises(ConfigError, match=r"does not exist \(built-in suites: smoke, standard\)"):
+    with pytest.raises(ConfigError, match=r"does not exist \(built-in suites: lm-smoke, lm-standard, smoke, standard\)"):
         load_suite(tmp_path / "nope.yaml")
 
 
