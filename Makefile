@@ -104,6 +104,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_large_n.py
 	$(BIN)/python benchmarks/bench_executors.py
 	$(BIN)/python benchmarks/bench_tail_patch.py
+	$(BIN)/python benchmarks/bench_lm.py
 	$(BIN)/python benchmarks/bench_tail_patch.py --task language_model
 
 clean:

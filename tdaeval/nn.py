@@ -12,6 +12,7 @@ batched training equal to sequential training.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from tdaeval.hashing import derive_seed
 
 __all__ = [
     "CausalSelfAttention",
+    "causal_mask",
+    "causal_softmax",
     "LoRAConv2d",
     "LoRALinear",
     "SeededDropout",
@@ -138,6 +141,24 @@ def unseed_dropout(model: nn.Module) -> None:
 # --- a tiny causal transformer (the language-model task) ------------------------------------------------------
 
 
+def causal_mask(length: int, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> Tensor:
+    """``[L, L]`` additive attention mask: 0 where position ``t`` may attend (``0 … t``), ``-inf`` above the diagonal."""
+    return torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu(1)
+
+
+def causal_softmax(scores: Tensor) -> Tensor:
+    """Softmax over the last dimension of attention scores ``[..., L, L]`` with position ``t`` attending to ``0 … t`` only.
+
+    Written out (subtract the row maximum, ``exp``, normalise) rather than ``masked_fill`` + ``Tensor.softmax``:
+    for the rows of a few positions this model has, ``softmax`` pays per row and the element-wise form is about
+    four times faster, forward and backward. The maximum is a constant shift (detached), so the gradient is the
+    softmax's own. ``vmap``/``grad`` safe.
+    """
+    scores = scores + causal_mask(scores.shape[-1], scores.dtype, scores.device)
+    e = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention written out (no ``scaled_dot_product_attention``), so that
     ``torch.func.vmap``, ``grad`` and ``functional_call`` run it.
@@ -178,9 +199,7 @@ class CausalSelfAttention(nn.Module):
         d_head = d // self.n_heads
         q, k, v = (t.reshape(n, length, self.n_heads, d_head).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
         scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d_head))  # [n, h, L, L]
-        future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-        weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-        out = (weights @ v).transpose(1, 2).reshape(n, length, d)
+        out = (causal_softmax(scores) @ v).transpose(1, 2).reshape(n, length, d)
         return self.drop(self.proj(out))
 
 
@@ -286,6 +305,72 @@ class TinyCausalLM(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))
+
+    def stacked_forward(self, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], tokens: Tensor) -> Tensor:
+        """Next-token logits of ``M`` models of this architecture at once, each on its own batch.
+
+        The optional hook of :func:`tdaeval.training.train_models`: a module that defines ``stacked_forward`` is
+        trained through it instead of ``vmap(functional_call(...))``. The computation is this module's
+        :meth:`forward` with every layer written for a leading model dimension (``baddbmm`` over stacked weights,
+        one embedding gather over the stacked tables, the attention of all models and rows in one batched product),
+        so it gives the same logits up to floating-point summation order and is differentiable in ``params``.
+        Only the structure of ``self`` (heads, blocks, dropout rates, LayerNorm ``eps``) is read, never its weights.
+
+        Parameters
+        ----------
+        params : mapping of str to Tensor
+            Every parameter of the module under its qualified name, stacked: ``[M, *shape]``.
+        buffers : mapping of str to Tensor
+            Stacked buffers. In training mode a :class:`SeededDropout` with ``p > 0`` multiplies by its
+            ``"<name>.mask"`` entry, ``[M, n, L, d]`` (the scaled keep masks the stacked trainer draws); one that is
+            missing or empty is an error there (eval mode or ``p = 0``: identity, masks ignored).
+        tokens : Tensor
+            ``[M, n, L]`` int64 token ids, ``L <= max_len``.
+
+        Returns
+        -------
+        Tensor
+            ``[M, n, L, V]`` logits; ``[m]`` equals ``functional_call(self, model m's params, tokens[m])``.
+        """
+        n_models, n, length = tokens.shape
+        if length > self.max_len:
+            raise ValueError(f"TinyCausalLM expects inputs of at most max_len = {self.max_len} positions. Got {length}.")
+        table = params["embed.weight"]  # [M, V, d]
+        vocab, d = table.shape[1:]
+        offsets = torch.arange(n_models, device=tokens.device).view(n_models, 1, 1) * vocab
+        x = F.embedding(tokens + offsets, table.reshape(n_models * vocab, d)) + params["pos.weight"][:, None, :length]
+        x = x.reshape(n_models, n * length, d)  # [M, n·L, d]: every position of every row, per model
+
+        def norm(name: str, h: Tensor, module: nn.LayerNorm) -> Tensor:
+            h = F.layer_norm(h, (d,), eps=module.eps)
+            return torch.addcmul(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].unsqueeze(1))
+
+        def linear(name: str, h: Tensor) -> Tensor:
+            return torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+
+        def drop(name: str, h: Tensor, module: SeededDropout) -> Tensor:
+            if not (self.training and module.p > 0):
+                return h
+            keep = buffers.get(f"{name}.mask")
+            if keep is None or not keep.numel():
+                raise ValueError(f"TinyCausalLM.stacked_forward in training mode needs the dropout mask buffer {name}.mask.")
+            return h * keep.reshape(h.shape)
+
+        for i, block in enumerate(self.blocks):
+            pre = f"blocks.{i}."
+            heads = block.attn.n_heads
+            d_head = d // heads
+            qkv = linear(pre + "attn.qkv", norm(pre + "ln1", x, block.ln1))  # [M, n·L, 3d]
+            qkv = qkv.view(n_models, n, length, 3, heads, d_head).permute(3, 0, 1, 4, 2, 5).reshape(3, -1, length, d_head)
+            q, k, v = qkv.unbind(0)  # [M·n·h, L, d_head]
+            scores = torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(d_head))
+            attended = torch.bmm(causal_softmax(scores), v).view(n_models, n, heads, length, d_head)
+            attended = attended.transpose(2, 3).reshape(n_models, n * length, d)
+            x = x + drop(pre + "attn.drop", linear(pre + "attn.proj", attended), block.attn.drop)
+            hidden = F.gelu(linear(pre + "mlp.fc", norm(pre + "ln2", x, block.ln2)))
+            x = x + drop(pre + "mlp.drop", linear(pre + "mlp.proj", hidden), block.mlp.drop)
+        x = norm("ln_f", x, self.ln_f)
+        return torch.bmm(x, params["head.weight"].transpose(1, 2)).view(n_models, n, length, vocab)
 
 
 # --- low-rank adapters (LoRA, Hu et al. 2021) ----------------------------------------------------------------

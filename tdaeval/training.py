@@ -2,9 +2,12 @@
 
 :func:`train_model` is a plain PyTorch loop (``torch.optim.SGD``).
 :func:`train_models` trains many models of the same task together: their
-parameters are stacked and one ``vmap(grad(...))`` call per step computes
-every model's gradient, each model with its own subset, seed, initialisation
-and batch order. Both use the same batch order (``torch.Generator`` seeded
+parameters are stacked, one forward of all models (the model's own
+``stacked_forward`` hook where it has one, see :func:`stacked_forward_of`,
+else ``vmap(functional_call)``) and one backward per step compute every
+model's gradient, each model with its own subset, seed, initialisation and
+batch order; models with large outputs train in consecutive groups
+(:data:`GROUP_OUTPUT_BYTES`). Both use the same batch order (``torch.Generator`` seeded
 with the model's seed, one ``randperm`` per epoch) and, through
 :class:`tdaeval.nn.SeededDropout`, the same dropout masks, so they give the same
 models up to floating-point summation order.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:  # task.py trains with train_model; this module reads only wha
 
 __all__ = [
     "Checkpoint", "TrainRun", "StackedModels", "train_model", "train_models", "checkpoint_epochs",
-    "set_training_seed", "training_seed",
+    "set_training_seed", "training_seed", "stacked_forward_of", "GROUP_OUTPUT_BYTES",
 ]
 
 #: Attribute under which a trained model carries the seed of the run that produced it.
@@ -211,6 +214,13 @@ class StackedModels:
         buffers = {k: torch.stack([dict(m.named_buffers())[k].detach() for m in models]) for k, _ in models[0].named_buffers()}
         return cls(models[0], params, buffers)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["StackedModels"]) -> "StackedModels":
+        """The models of ``parts`` (same architecture) in order, as one stack."""
+        params = {k: torch.cat([p.params[k] for p in parts]) for k in parts[0].params}
+        buffers = {k: torch.cat([p.buffers[k] for p in parts]) for k in parts[0].buffers}
+        return cls(parts[0].template, params, buffers)
+
     def model(self, index: int) -> nn.Module:
         """Model ``index`` as an ordinary module in eval mode."""
         model = copy.deepcopy(self.template)
@@ -262,7 +272,10 @@ def train_models(
     device : str or torch.device
         Where to train.
     batched : bool
-        Stack the models and train them with ``vmap``. Falls back to one at a
+        Stack the models and train them together (through the model's
+        ``stacked_forward`` hook, else ``vmap``; in groups of at most as many
+        models as keep one step's stacked output under
+        :data:`GROUP_OUTPUT_BYTES`). Falls back to one at a
         time when the task overrides ``train`` or the subsets differ in size
         (silently: both are expected), and with a warning when ``vmap`` cannot
         run the model.
@@ -283,7 +296,12 @@ def train_models(
     same_size = len({s.numel() for s in subsets}) == 1
     if batched and same_size and task.trains_with_recipe:
         try:
-            return _train_stacked(task, subsets, seeds, device)
+            size = _group_size(task, len(seeds), device)
+            groups = [
+                _train_stacked(task, subsets[start : start + size], seeds[start : start + size], device)
+                for start in range(0, len(seeds), size)
+            ]
+            return groups[0] if len(groups) == 1 else StackedModels.concatenate(groups)
         except _VmapUnsupported as err:
             warnings.warn(
                 f"Batched training is not possible for {type(task).__name__} ({err}); training one model at a time.",
@@ -295,6 +313,40 @@ def train_models(
 
 class _VmapUnsupported(Exception):
     pass
+
+
+#: Largest model output of one training step, in bytes, that :func:`train_models` lets a group of stacked models
+#: reach: more models are trained in consecutive groups. On the language-model task (logits ``[M, 128, 6, 237]``,
+#: 0.7 MB per model) 50 models at once took 20% longer per model than groups of 25 (one thread, memory traffic).
+GROUP_OUTPUT_BYTES = 16 * 2**20
+
+
+@torch.no_grad()
+def _group_size(task: Task, n_models: int, device: str | torch.device) -> int:
+    """How many models to stack at once: as many as keep the stacked output of one step under GROUP_OUTPUT_BYTES."""
+    model = task.build_model(0).to(device).eval()
+    batch = task.train_data.inputs[: task.recipe.batch_size].to(device)
+    outputs = model(batch)
+    if not isinstance(outputs, Tensor):
+        return n_models
+    per_model = outputs.numel() * outputs.element_size()
+    return max(1, min(n_models, GROUP_OUTPUT_BYTES // max(per_model, 1)))
+
+
+def stacked_forward_of(model: nn.Module) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor] | None:
+    """The model's optional ``stacked_forward(params, buffers, inputs)`` hook, or None.
+
+    A module may define ``stacked_forward(params, buffers, inputs) -> outputs`` that computes ``M`` models at once
+    from parameters and buffers stacked ``[M, ...]`` under its own names, on inputs ``[M, b, ...]``, returning
+    ``[M, b, ...]``: ``outputs[m]`` must equal ``functional_call(model, (params[m], buffers[m]), (inputs[m],))`` up to
+    floating-point summation order, differentiably in ``params``, with dropout (in training mode) from the
+    ``"<name>.mask"`` buffers the stacked trainer fills. :func:`train_models` then uses it instead of
+    ``vmap(functional_call)``; written for the leading model dimension (``baddbmm`` over stacked weights, one
+    batched attention product), it avoids what ``vmap`` adds around small layers. Example:
+    :meth:`tdaeval.nn.TinyCausalLM.stacked_forward`.
+    """
+    hook = getattr(model, "stacked_forward", None)
+    return hook if callable(hook) else None
 
 
 @torch.no_grad()
@@ -355,11 +407,12 @@ def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: 
     def forward(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(template, (p, b), (x,))
 
-    # The forward runs under vmap; the per-example loss runs on the flattened
-    # [M * batch] outputs; one ordinary backward follows. Model m's loss depends
-    # only on its own slice of the stacked parameters, so the gradient of the
-    # sum of the models' mean losses is every model's own gradient.
-    stacked_forward = vmap(forward, randomness="different")
+    # The forward runs through the model's own stacked_forward hook where it has
+    # one (see stacked_forward_of), else under vmap; the per-example loss runs on
+    # the flattened [M * batch] outputs; one ordinary backward follows. Model m's
+    # loss depends only on its own slice of the stacked parameters, so the
+    # gradient of the sum of the models' mean losses is every model's own gradient.
+    stacked_forward = stacked_forward_of(template) or vmap(forward, randomness="different")
     dropout_p = {n: m.p for n, m in template.named_modules() if isinstance(m, SeededDropout)}
     momentum_buffers: list[Tensor] | None = None
     dropout_calls: dict[int, list[tuple[str, torch.Size, int]]] = {}
