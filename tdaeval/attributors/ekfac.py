@@ -63,11 +63,11 @@ class EKFACFactors:
 _OWNER = "Attributor 'influence' with solver='ekfac'"
 
 
-def _factors(model, layers, loss, x, y, targets) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
+def _factors(model, layers, loss, x, y, targets, owner: str = _OWNER) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
     try:
         factors, y = chunk_factors(model, layers, loss, x, y, targets=targets)
     except Unfactorable as why:
-        raise AttributorError(f"{_OWNER}: {why}.") from None
+        raise AttributorError(f"{owner}: {why}.") from None
     return factors, y
 
 
@@ -87,6 +87,7 @@ def fit_ekfac(
     seed: int = 0,
     chunk_size: int = 256,
     tracked: list[str] | None = None,
+    owner: str = _OWNER,
 ) -> EKFACFactors:
     """Estimate EK-FAC factors of the Fisher of ``task.loss`` at ``model`` over ``data``.
 
@@ -115,9 +116,11 @@ def fit_ekfac(
         The tracked parameters (default: all); they must fill whole
         ``nn.Linear`` / ``nn.Conv2d`` layers. The factors' flat layout
         (``offsets``, ``n_params``) covers them only, in ``named_parameters`` order.
+    owner : str
+        Who asks, as error messages name it (e.g. ``"Attributor 'influence' with solver='astra'"``).
     """
     models = [model] if isinstance(model, nn.Module) else list(model)
-    layers_per_model = [factored_layers(m, strict=_OWNER, tracked=tracked) for m in models]
+    layers_per_model = [factored_layers(m, strict=owner, tracked=tracked) for m in models]
     generator = torch.Generator().manual_seed(seed)
     sampling = sampled and task.supports_sampling
     names = [name for name, _ in layers_per_model[0]]
@@ -135,7 +138,7 @@ def fit_ekfac(
             x = data.inputs[start : start + chunk_size].to(device)
             y = data.targets[start : start + chunk_size].to(device)
             targets = (lambda out, y, x=x: _draw(task, out, x, y, generator)) if sampling else None
-            collected, y = _factors(m, layers, task.loss, x, y, targets)
+            collected, y = _factors(m, layers, task.loss, x, y, targets, owner)
             used_targets[-1].append(y)
             for name, (a, s) in collected.items():
                 a2, s2 = a.reshape(-1, a.shape[2]).double(), s.reshape(-1, s.shape[2]).double()
@@ -170,7 +173,7 @@ def fit_ekfac(
             needed = [(name, layer) for name, layer in layers if name in later]
             for start, y in zip(range(0, len(data), chunk_size), ys):
                 x = data.inputs[start : start + chunk_size].to(device)
-                collected, _ = _factors(m, needed, task.loss, x, y, None)
+                collected, _ = _factors(m, needed, task.loss, x, y, None, owner)
                 for name, (a, s) in collected.items():
                     a, s = a.double(), s.double()
                     q_in, q_out = bases[name]

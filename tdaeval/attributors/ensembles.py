@@ -515,6 +515,12 @@ class DropoutEnsemble(Ensemble):
                 f"Attributor {self.display_name!r} needs a 'model' with dropout layers (nn.Dropout or "
                 "tdaeval.nn.SeededDropout); this one has none. Use naive_ensemble or checkpoint_ensemble instead."
             )
+        if self.p is None and all(layer.p == 0 for _, layer in _dropout_layers(self.model_)):
+            # e.g. TinyCausalLM at dropout=0 keeps its SeededDropout layers: every member would be the model itself
+            raise ConfigError(
+                f"Attributor {self.display_name!r}: every dropout layer of the model has rate 0, so with p=None (each "
+                "layer's own rate) no member would drop anything; pass p (e.g. p=0.1) or train the model with dropout."
+            )
         bases = NaiveEnsemble._members(self)  # the fitted model plus n_models - 1 trained ones
         example = self.train_.inputs[:1]
         seeds = self._member_seeds()

@@ -418,7 +418,7 @@ class Influence(Attributor):
         if self.solver in ("ekfac", "astra"):
             self.ekfac_ = fit_ekfac(
                 self.task_, self.model_, data, sampled=self.ekfac.sampled, seed=self.seed, chunk_size=self.chunk_size,
-                tracked=self.tracked_,
+                tracked=self.tracked_, owner=f"Attributor {self.display_name!r} with solver={self.solver!r}",
             )
         elif self.solver == "explicit":
             if self.flat_.n_params > self.explicit.max_params:

@@ -203,7 +203,7 @@ class Source(Attributor):
             models = [self._model_at(p) for p in params]
             factors = fit_ekfac(
                 self.task_, models, self.train_, sampled=self.sampled, seed=self.seed, chunk_size=self.chunk_size,
-                tracked=self.tracked_,
+                tracked=self.tracked_, owner=f"Attributor {self.display_name!r} (EK-FAC curvature)",
             )
             self.segments_.append(SourceSegment(factors, scale, params, (previous_epoch, last_epoch)))
             previous_epoch = last_epoch

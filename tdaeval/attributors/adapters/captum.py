@@ -68,6 +68,7 @@ from tdaeval.attributors.representation import last_linear
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.params import Boolean, Instance, Interval, ListOf
+from tdaeval.task import Task
 
 __all__ = [
     "CaptumTracInCP",
@@ -350,6 +351,14 @@ class CaptumTracInCPFast(_CaptumOutputLayer):
     """
 
     name = "captum.tracin_cp_fast"
+
+    def why_unsupported(self, task: Task, train: Data) -> str | None:
+        """A sequence task (``task.positions`` not None) is refused: captum's TracInCPFast needs ``[n, features]`` layer inputs."""
+        if task.positions(train) is None:
+            return None
+        return (f"Attributor {self.display_name!r} needs one output per example (captum's TracInCPFast takes [n, features] "
+                f"inputs to the output layer); {type(task).__name__} is a sequence task with an output per position. "
+                "Use 'captum.tracin_cp' or 'tracin'.")
 
     def _fit(self) -> None:
         influence = self._library("captum.influence")

@@ -70,6 +70,7 @@ from tdaeval.attributors.gradient import per_sample_grads
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.params import Boolean, Instance, Interval, Options
+from tdaeval.task import Task
 
 __all__ = [
     "DattriInfluence",
@@ -631,6 +632,13 @@ class DattriRPS(_DattriAttributor):
         self.normalize = normalize
         self.seed = seed
         self.device = device
+
+    def why_unsupported(self, task: Task, train: Data) -> str | None:
+        """A sequence task (``task.positions`` not None) is refused: representer points need one label per example."""
+        if task.positions(train) is None:
+            return None
+        return (f"Attributor {self.display_name!r} supports softmax classification with one label per example; "
+                f"{type(task).__name__} is a sequence task with a target per position. Use 'representer'.")
 
     def _layer_name(self, model: nn.Module) -> str:
         if self.final_layer is not None:

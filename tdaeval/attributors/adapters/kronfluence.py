@@ -185,6 +185,21 @@ class _Kronfluence(AdapterAttributor):
         self.batch_size = batch_size
         self.seed = seed
 
+    def why_unsupported(self, task: Task, train: Data) -> str | None:
+        """The :func:`check_tracked_modules` line for the task's own architecture (``task.build_model(0)``), else None.
+
+        The model passed to ``fit`` is checked again there (a model of another architecture raises ``ConfigError``).
+        """
+        try:
+            model = task.build_model(0)
+        except Exception:  # noqa: BLE001 - a task that cannot build a model here: fit() checks the model it is given
+            return None
+        try:
+            check_tracked_modules(nn.Sequential(model) if type(model) in TRACKED_MODULES else model, self.display_name)
+        except ConfigError as err:
+            return str(err)
+        return None
+
     def _fit(self) -> None:
         self._library("kronfluence")
         analyzer_module = self._library("kronfluence.analyzer")
