@@ -14,18 +14,24 @@ from tdaeval.functional.retrieval import (
     category_breakdown,
     hit_at_k,
     precision_at_k,
+    quasi_wilson_ci,
+    random_dispersion,
     random_hit_at_k,
+    random_null,
     random_precision_at_k,
     random_recall_at_k,
     random_reciprocal_rank,
+    random_value_pmf,
     recall_at_k,
     reciprocal_rank,
     rerank_candidates,
+    sample_random_values,
     topk_inclusion,
 )
 from tdaeval.functional.topk import topk_cardinality_shares, topk_label_agreement
 
 __all__ = [
+    "quasi_wilson_ci", "random_dispersion", "random_null", "random_value_pmf", "sample_random_values",
     "average_precision",
     "correlate",
     "cumulative_flips",

@@ -38,6 +38,18 @@ With uniformly random scores the whole pool is one tie group (``b = 0``,
 scores score exactly the random baseline. Binomial ratios are evaluated in
 log space (sums of ``log1p`` of the ratio recurrences, float64), accurate
 to ~1e-12 relative for pools of 10^5 and more.
+
+Null distribution and CI
+------------------------
+Under random scores each query's value has an exact distribution
+(:func:`random_value_pmf`: first-proponent rank ``P(r) = C(N − r, m − 1) / C(N, m)``,
+hypergeometric top-k counts); :func:`sample_random_values` and
+:func:`random_null` turn it into the distribution of a random attributor's
+value (the mean over queries) on given pools, its central interval and a
+one-sided p-value. :func:`quasi_wilson_ci` is the interval the fact-tracing
+metrics report: a Wilson score interval for a mean of values in ``[0, upper]``
+whose dispersion is floored at a random attributor's (:func:`random_dispersion`),
+because the percentile bootstrap under-covers these skewed values near 0 and 1.
 """
 
 from __future__ import annotations
@@ -61,6 +73,12 @@ __all__ = [
     "random_hit_at_k",
     "random_recall_at_k",
     "random_precision_at_k",
+    "RANDOM_NULL_METRICS",
+    "random_value_pmf",
+    "sample_random_values",
+    "random_null",
+    "random_dispersion",
+    "quasi_wilson_ci",
 ]
 
 
@@ -547,3 +565,334 @@ def random_precision_at_k(pool_sizes: Tensor | int, n_relevant: Tensor | int, k:
     k = _check_k(k)
     n, m = _sizes(pool_sizes, n_relevant)
     return m * torch.minimum(n, torch.tensor(float(k))) / (n * k)
+
+
+# ----------------------------------------------------------------------------- the null distribution of a random attributor
+
+
+#: The per-query metrics whose null distribution under random scores :func:`random_value_pmf` knows.
+RANDOM_NULL_METRICS = ("reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k")
+
+#: Observed values within this of a draw count as equal to it (summation-order round-off) in :func:`random_null`.
+_TIE_TOLERANCE = 1e-12
+
+
+def _check_null_metric(metric: str, k: int | None) -> int | None:
+    if metric not in RANDOM_NULL_METRICS:
+        raise ConfigError(f"The 'metric' argument must be one of {', '.join(map(repr, RANDOM_NULL_METRICS))}. Got {metric!r}.")
+    if metric == "reciprocal_rank":
+        return None
+    return _check_k(k)  # type: ignore[arg-type]
+
+
+def random_value_pmf(metric: str, pool_size: int, n_relevant: int, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """Exact distribution of ONE query's value under uniformly random scores: its possible values and their probabilities.
+
+    A random (or tie-free, exchangeable) ranking of a pool of ``N`` candidates
+    holding ``m`` proponents places the proponents on a uniformly random
+    ``m``-subset of the ranks, so
+
+    * ``reciprocal_rank``: the first proponent is at rank ``r`` with probability
+      ``P(r) = C(N − r, m − 1) / C(N, m)``, ``r = 1 … N − m + 1`` (value ``1/r``;
+      ratio recurrence ``P(1) = m/N``, ``P(r + 1) = P(r)·(1 − (m − 1)/(N − r))``
+      in log space);
+    * the others: the number ``X`` of proponents in the top ``k' = min(k, N)`` is
+      hypergeometric, ``P(X = x) = C(m, x) C(N − m, k' − x) / C(N, k')``
+      (``lgamma``, renormalised), with value ``[X > 0]`` (``hit_at_k``),
+      ``X/m`` (``recall_at_k``) or ``X/k`` (``precision_at_k``, FTRACE's hits / k).
+
+    A query without proponents (``m = 0``) has the single value 0 (NaN for
+    ``recall_at_k``, as :func:`recall_at_k`).
+
+    Parameters
+    ----------
+    metric : {"reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k"}
+        The per-query metric (:data:`RANDOM_NULL_METRICS`).
+    pool_size : int
+        ``N``, the query's number of candidates (>= 1).
+    n_relevant : int
+        ``m``, its proponents among them (``0 <= m <= N``).
+    k : int, optional
+        Top-set size (>= 1); required except for ``reciprocal_rank``.
+
+    Returns
+    -------
+    tuple of Tensor
+        ``(values [s], probabilities [s])``, float64, values increasing, probabilities summing to 1.
+
+    Examples
+    --------
+    >>> values, probabilities = random_value_pmf("reciprocal_rank", 4, 2)
+    >>> values.tolist(), [round(p, 6) for p in probabilities.tolist()]  # first of 2 among 4 at rank 1, 2, 3
+    ([0.3333333333333333, 0.5, 1.0], [0.166667, 0.333333, 0.5])
+    >>> values, probabilities = random_value_pmf("hit_at_k", 660, 2, k=10)
+    >>> values.tolist(), round(float(probabilities[1]), 4)  # = random_hit_at_k(660, 2, 10)
+    ([0.0, 1.0], 0.0301)
+    """
+    k = _check_null_metric(metric, k)
+    n_t, m_t = _sizes(pool_size, n_relevant)
+    if n_t.ndim != 0:
+        raise ConfigError(f"The 'pool_size' and 'n_relevant' arguments must be single integers. Got shape {tuple(n_t.shape)}.")
+    n, m = int(n_t), int(m_t)
+    one = torch.ones(1, dtype=torch.float64)
+    if m == 0:
+        return torch.full((1,), math.nan if metric == "recall_at_k" else 0.0, dtype=torch.float64), one
+    if metric == "reciprocal_rank":
+        r = torch.arange(1, n - m + 2, dtype=torch.float64)
+        steps = torch.log1p(-(m - 1) / (n - r[:-1]))
+        log_p = math.log(m / n) + torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(steps, 0)])
+        p = torch.exp(log_p)
+        return (1.0 / r).flip(0), (p / p.sum()).flip(0)
+    top = min(k, n)  # type: ignore[type-var]
+    x = torch.arange(max(0, top - (n - m)), min(m, top) + 1, dtype=torch.float64)
+
+    def log_choose(a: Tensor | float, b: Tensor) -> Tensor:
+        a = torch.as_tensor(a, dtype=torch.float64)
+        return torch.lgamma(a + 1) - torch.lgamma(b + 1) - torch.lgamma(a - b + 1)
+
+    log_p = log_choose(float(m), x) + log_choose(float(n - m), top - x)
+    p = torch.exp(log_p - log_p.max())
+    p = p / p.sum()
+    if metric == "hit_at_k":
+        miss = p[x == 0].sum()
+        return torch.tensor([0.0, 1.0], dtype=torch.float64), torch.stack([miss, 1.0 - miss])
+    return (x / m if metric == "recall_at_k" else x / k), p
+
+
+def sample_random_values(metric: str, pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int | None = None, n_draws: int = 10_000,
+                         *, generator: torch.Generator) -> Tensor:
+    """Monte-Carlo draws of the metric's VALUE (the mean over queries) that a random attributor gets on these very pools.
+
+    Each draw samples every query's value independently from its exact null
+    distribution (:func:`random_value_pmf`, inverse-CDF sampling, one
+    ``torch.rand`` per query and draw; no score matrices) and averages the
+    finite ones (a query whose value is NaN, recall without proponents, is
+    left out as the metric leaves it out). Queries sharing ``(N, m)`` share
+    one table; draws are made in blocks of bounded memory.
+
+    Parameters
+    ----------
+    metric : {"reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k"}
+        The per-query metric.
+    pool_sizes, n_relevant : Tensor or int
+        ``[n_test]`` pool size ``N`` and proponent count ``m`` of each query (broadcast together).
+    k : int, optional
+        Top-set size (required except for ``reciprocal_rank``).
+    n_draws : int
+        Number of draws (>= 1).
+    generator : torch.Generator
+        Seeded source of the draws (the global RNG is not touched).
+
+    Returns
+    -------
+    Tensor
+        ``[n_draws]`` float64 (all NaN when no query has a finite value).
+
+    Examples
+    --------
+    >>> import torch
+    >>> draws = sample_random_values("reciprocal_rank", torch.full((60,), 660), 2, n_draws=4000, generator=torch.Generator().manual_seed(0))
+    >>> abs(float(draws.mean()) - float(random_reciprocal_rank(660, 2))) < 1e-3  # centred on the closed form
+    True
+    """
+    k = _check_null_metric(metric, k)
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ConfigError(f"The 'n_draws' argument must be an integer >= 1. Got {n_draws!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(f"The 'generator' argument must be a seeded torch.Generator. Got {type(generator).__name__}.")
+    n, m = _sizes(pool_sizes, n_relevant)
+    pairs = torch.stack([n.flatten(), m.flatten()], dim=1)
+    groups, counts = torch.unique(pairs, dim=0, return_counts=True)  # sorted: a deterministic draw order
+    total = torch.zeros(n_draws, dtype=torch.float64)
+    finite = 0
+    for (size, relevant), count in zip(groups.tolist(), counts.tolist()):
+        values, probabilities = random_value_pmf(metric, int(size), int(relevant), k)
+        if not bool(torch.isfinite(values).all()):  # recall without proponents: NaN, left out of the mean
+            continue
+        finite += count
+        if values.numel() == 1:
+            total += count * values[0]
+            continue
+        cdf = probabilities.cumsum(0)
+        step = max(1, 2**22 // n_draws)
+        for start in range(0, count, step):
+            width = min(step, count - start)
+            u = torch.rand(n_draws, width, generator=generator, dtype=torch.float64) * cdf[-1]
+            index = torch.searchsorted(cdf, u, right=True).clamp_(max=values.numel() - 1)
+            total += values[index].sum(dim=1)
+    if finite == 0:
+        return torch.full((n_draws,), math.nan, dtype=torch.float64)
+    return total / finite
+
+
+def random_null(observed: float, metric: str, pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int | None = None,
+                n_draws: int = 10_000, level: float = 0.95, *, generator: torch.Generator) -> tuple[tuple[float, float], float]:
+    """Where a random attributor's value falls on these pools, and how surprising ``observed`` is under it.
+
+    From ``n_draws`` draws ``v_1 … v_B`` of :func:`sample_random_values`:
+
+    * the random interval: the central ``level`` range of the ``v_b``
+      (``torch.quantile``, linear interpolation); a random attributor's value
+      lies inside it with probability ``level`` (up to Monte-Carlo error and
+      the discreteness of the value);
+    * the one-sided p-value ``(1 + #{b : v_b ≥ observed}) / (B + 1)``: the
+      probability that a random attributor does at least as well (the ``+1``
+      keeps it a valid p-value, never 0; its smallest value is ``1/(B + 1)``).
+      Values within 1e-12 of ``observed`` count as ties (≥), so summation
+      round-off never makes it anti-conservative.
+
+    Parameters
+    ----------
+    observed : float
+        The metric's value (mean over queries) to test.
+    metric, pool_sizes, n_relevant, k, n_draws, generator
+        As :func:`sample_random_values`.
+    level : float
+        Coverage of the interval, in (0, 1).
+
+    Returns
+    -------
+    tuple
+        ``((low, high), p_value)``; ``((nan, nan), nan)`` when no query has a finite value.
+
+    Examples
+    --------
+    >>> import torch
+    >>> n, m = torch.full((60,), 660), torch.full((60,), 2)
+    >>> (low, high), p = random_null(0.9, "reciprocal_rank", n, m, n_draws=999, generator=torch.Generator().manual_seed(0))
+    >>> low < 0.0184 < high, p  # nothing random reaches MRR 0.9: p is its floor 1/(B + 1)
+    (True, 0.001)
+    """
+    if not isinstance(level, float) or not 0.0 < level < 1.0:
+        raise ConfigError(f"The 'level' argument must be a float in (0, 1). Got {level!r}.")
+    observed = float(observed)
+    if not math.isfinite(observed):
+        raise ConfigError(f"The 'observed' argument must be a finite value. Got {observed!r}.")
+    draws = sample_random_values(metric, pool_sizes, n_relevant, k, n_draws, generator=generator)
+    if bool(torch.isnan(draws).all()):
+        return (math.nan, math.nan), math.nan
+    tail = (1.0 - level) / 2.0
+    low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
+    at_least = int((draws >= observed - _TIE_TOLERANCE).sum())
+    return (low, high), (1 + at_least) / (n_draws + 1)
+
+
+def random_dispersion(metric: str, pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int | None = None, upper: float = 1.0) -> float:
+    """Dispersion ``φ₀ = mean_q Var_q / (μ₀ (1 − μ₀))`` of a random attributor's per-query values on these pools (exact).
+
+    ``Var_q`` is the variance of query ``q``'s value under random scores
+    (:func:`random_value_pmf`) and ``μ₀`` the mean of their expectations, both
+    in units of ``upper`` (values divided by it, so they lie in [0, 1]); queries
+    with a NaN value are left out. ``φ₀ = 1`` for 0/1 values (hit@k);
+    ``φ₀ ≈ 0.255`` for the reciprocal rank and ``0.499`` for recall@k at
+    N = 660, m = 2, k = 10. It is the variance the mean of ``n`` such values
+    has, ``φ₀ μ₀ (1 − μ₀) / n``, as a share of the largest variance values in
+    [0, 1] with mean ``μ₀`` can have (:func:`quasi_wilson_ci` floors its dispersion at it).
+
+    Parameters
+    ----------
+    metric, pool_sizes, n_relevant, k
+        As :func:`sample_random_values`.
+    upper : float
+        The largest value a query can take (> 0): 1, or ``max_q min(m_q, k)/k`` for precision@k.
+
+    Returns
+    -------
+    float
+        ``φ₀`` in [0, 1]; 0 when every finite value is a sure 0 or 1 (``μ₀`` is 0 or 1), NaN when no query has a finite value.
+
+    Examples
+    --------
+    >>> round(random_dispersion("reciprocal_rank", 660, 2), 3), random_dispersion("hit_at_k", 660, 2, k=10)
+    (0.255, 1.0)
+    """
+    k = _check_null_metric(metric, k)
+    if isinstance(upper, bool) or not isinstance(upper, (int, float)) or not upper > 0 or not math.isfinite(upper):
+        raise ConfigError(f"The 'upper' argument must be a finite number > 0. Got {upper!r}.")
+    n, m = _sizes(pool_sizes, n_relevant)
+    pairs = torch.stack([n.flatten(), m.flatten()], dim=1)
+    groups, counts = torch.unique(pairs, dim=0, return_counts=True)
+    means, variances, weights = [], [], []
+    for (size, relevant), count in zip(groups.tolist(), counts.tolist()):
+        values, probabilities = random_value_pmf(metric, int(size), int(relevant), k)
+        if not bool(torch.isfinite(values).all()):
+            continue
+        values = values / upper
+        mean = float((values * probabilities).sum())
+        means.append(mean)
+        variances.append(max(0.0, float(((values - mean) ** 2 * probabilities).sum())))
+        weights.append(count)
+    if not weights:
+        return math.nan
+    total = sum(weights)
+    mu = sum(w * a for w, a in zip(weights, means)) / total
+    variance = sum(w * v for w, v in zip(weights, variances)) / total
+    if mu <= 0.0 or mu >= 1.0:
+        return 0.0
+    return min(1.0, variance / (mu * (1.0 - mu)))
+
+
+def quasi_wilson_ci(values: Tensor, upper: float = 1.0, min_dispersion: float = 0.0, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for the mean of values in ``[0, upper]``, with a quasi-binomial dispersion.
+
+    With ``x = values / upper`` (the finite ones, ``n`` of them), ``p̂ = mean(x)``
+    and the dispersion ``φ = clip(max(φ̂, min_dispersion), 0, 1)``, where
+    ``φ̂ = s² / (p̂ (1 − p̂))`` (``s²`` the unbiased sample variance; 0 when p̂
+    is 0 or 1), the interval is the Wilson score interval of ``p̂`` with
+    ``n / φ`` trials, times ``upper``: the set of means ``μ`` with
+    ``(p̂ − μ)² ≤ z² φ μ (1 − μ) / n``. ``φ = 1`` is the largest variance a
+    [0, 1] variable of mean ``μ`` can have (0/1 values: the plain Wilson
+    interval of a proportion). Unlike the percentile bootstrap it does not
+    collapse when the sample holds no rare large value (a mean near 0 or 1):
+    the variance is that of the hypothesised ``μ``, not of the sample.
+
+    Parameters
+    ----------
+    values : Tensor
+        ``[n]`` per-example values in ``[0, upper]`` (NaN entries are left out).
+    upper : float
+        Largest possible value (> 0).
+    min_dispersion : float
+        Floor of ``φ`` in [0, 1] (e.g. :func:`random_dispersion`: a sample
+        near the floor cannot estimate the variance its rare values carry).
+    level : float
+        Coverage in (0, 1).
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` inside ``[0, upper]`` and around the mean; ``(nan, nan)`` without a finite value.
+        With ``φ = 0`` (no spread and no floor) it is the point ``(mean, mean)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> [round(v, 4) for v in quasi_wilson_ci(torch.zeros(60), min_dispersion=1.0)]  # 0 of 60: the Wilson interval [0, 0.060]
+    [0.0, 0.0602]
+    """
+    if isinstance(upper, bool) or not isinstance(upper, (int, float)) or not upper > 0 or not math.isfinite(upper):
+        raise ConfigError(f"The 'upper' argument must be a finite number > 0. Got {upper!r}.")
+    if isinstance(min_dispersion, bool) or not isinstance(min_dispersion, (int, float)) or not 0.0 <= min_dispersion <= 1.0:
+        raise ConfigError(f"The 'min_dispersion' argument must be a number in [0, 1]. Got {min_dispersion!r}.")
+    if not isinstance(level, float) or not 0.0 < level < 1.0:
+        raise ConfigError(f"The 'level' argument must be a float in (0, 1). Got {level!r}.")
+    values = torch.as_tensor(values).detach().to("cpu", torch.float64).flatten()
+    x = values[torch.isfinite(values)] / upper
+    n = x.numel()
+    if n == 0:
+        return math.nan, math.nan
+    if bool((x < -1e-12).any()) or bool((x > 1 + 1e-12).any()):
+        low, high = float(x.min()) * upper, float(x.max()) * upper
+        raise ConfigError(f"The 'values' argument must lie in [0, upper={upper!r}]. Got values in [{low}, {high}].")
+    p = float(x.mean())
+    phi_hat = float(x.var()) / (p * (1.0 - p)) if n > 1 and 0.0 < p < 1.0 else 0.0
+    phi = min(1.0, max(phi_hat, float(min_dispersion)))
+    if phi == 0.0:
+        return p * upper, p * upper
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2.0, dtype=torch.float64)))
+    trials = n / phi
+    shrink = 1.0 + z * z / trials
+    centre = (p + z * z / (2.0 * trials)) / shrink
+    half = z / shrink * math.sqrt(max(p * (1.0 - p), 0.0) / trials + z * z / (4.0 * trials * trials))
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return min(low, p) * upper, max(high, p) * upper
