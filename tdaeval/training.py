@@ -85,9 +85,12 @@ class Checkpoint:
     Attributes
     ----------
     epoch : int
-        Epochs completed when saved (1-based).
+        Epochs completed when saved (1-based); 0 for the initial parameters, recorded only on request
+        (``train_model(..., include_initial=True)``; for a :class:`~tdaeval.tasks.finetune.FineTuneTask` these are
+        the base model).
     lr : float
-        Learning rate of the steps that led here (the TracIn weight).
+        Learning rate of the steps that led here (the TracIn weight); 0.0 for the epoch-0 checkpoint, since no
+        step led there, so that it adds nothing to a learning-rate-weighted sum (TracIn) it is passed to.
     params : dict of str to Tensor
         Detached copies of the model's parameters.
     """
@@ -134,6 +137,7 @@ def train_model(
     *,
     n_checkpoints: int = 0,
     device: str | torch.device = "cpu",
+    include_initial: bool = False,
 ) -> TrainRun:
     """Train ``model`` in place with the task's recipe, one model, plain PyTorch loop.
 
@@ -151,6 +155,11 @@ def train_model(
         Evenly spaced end-of-epoch checkpoints to keep (the last is the final model).
     device : str or torch.device
         Where to train.
+    include_initial : bool
+        Also record ``model``'s parameters before the first step as ``Checkpoint(epoch=0, lr=0.0)``, first in
+        ``checkpoints`` (opt-in: off by default, so the default checkpoint lists, and the sums TracIn and Source form
+        over them, are unchanged). For a fine-tuning task these are the base model (DDA's debias term). Its learning
+        rate is 0.0 (no step led there), so a TracIn-style ``Σ lr · g·g`` it enters by mistake is unchanged.
 
     Returns
     -------
@@ -167,6 +176,9 @@ def train_model(
     generator = torch.Generator().manual_seed(int(seed))
     save_at = set(checkpoint_epochs(recipe.epochs, n_checkpoints))
     checkpoints: list[Checkpoint] = []
+    if include_initial:
+        initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+        checkpoints.append(Checkpoint(epoch=0, lr=0.0, params=initial))
     n = idx.numel()
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     model.train()

@@ -69,6 +69,9 @@ def train_reference(
     spec = {"kind": "reference_model", "version": GROUNDTRUTH_VERSION, "task": task.fingerprint(), "seed": int(seed),
             "n_checkpoints": int(n_checkpoints)}
     key = job_key(spec)
+    attach_store = getattr(task, "attach_store", None)
+    if store is not None and callable(attach_store):
+        attach_store(store)  # a fine-tuning task (tdaeval.tasks.finetune) caches its base model in the same store
     if store is not None:
         stored = store.load(key, spec)
         if stored is not None:

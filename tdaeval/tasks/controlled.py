@@ -106,6 +106,12 @@ def with_shortcut(task: Task, shortcut_class: int = 0, fraction: float = 0.5, si
     if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
         raise ConfigError(f"The 'fraction' parameter of with_shortcut must be in (0, 1]. Got {fraction!r} instead.")
     members = torch.nonzero(task.train_data.targets == shortcut_class).flatten()
+    if members.numel() == 0:
+        raise ConfigError(f"The 'shortcut_class' parameter of with_shortcut must be a class with training examples to carry the trigger; "
+                          f"class {shortcut_class} has none in the task's training data.")
+    if not bool((task.test_data.targets != shortcut_class).any()):
+        raise ConfigError(f"The 'shortcut_class' parameter of with_shortcut must leave test examples of other classes to trigger; "
+                          f"every test example is of class {shortcut_class}.")
     generator = torch.Generator().manual_seed(int(seed))
     chosen = members[torch.randperm(members.numel(), generator=generator)[: max(1, round(fraction * members.numel()))]]
     inputs = task.train_data.inputs.clone()

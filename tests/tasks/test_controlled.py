@@ -78,3 +78,23 @@ def test_every_setting_a_suite_can_name_has_its_function():
 
     assert tuple(controlled.SETTING_FUNCTIONS) == SETTINGS == get_args(SettingSpec.model_fields["name"].annotation)
     assert all(function is getattr(controlled, f"with_{name}") for name, function in controlled.SETTING_FUNCTIONS.items())
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_shortcut_class_without_examples_to_use_is_a_config_error(split):
+    """Every training example of the class (to carry the trigger) or every test example outside it (to trigger) missing:
+    a one-line error naming the parameter, not a torch error from an empty reduction."""
+    from tdaeval.data import Data
+
+    task = DigitsTask(model="logreg", n_train=60, n_test=10)
+    data = task.train_data if split == "train" else task.test_data
+    keep = data.targets != 3 if split == "train" else data.targets == data.targets[0]
+    if split == "train":
+        task.train_data = Data(data.inputs[keep], data.targets[keep])
+        shortcut_class = 3
+    else:
+        task.test_data = Data(data.inputs[keep], data.targets[keep])
+        shortcut_class = int(data.targets[0])
+    with pytest.raises(ConfigError, match="'shortcut_class'") as info:
+        with_shortcut(task, shortcut_class=shortcut_class)
+    assert "\n" not in str(info.value)

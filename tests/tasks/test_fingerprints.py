@@ -23,6 +23,7 @@ from tdaeval.datasets import Data
 from tdaeval.errors import ConfigError
 from tdaeval.tasks import (
     DigitsTask,
+    FineTuneTask,
     LanguageModelTask,
     LinearRegressionTask,
     SyntheticTask,
@@ -38,6 +39,7 @@ TASKS = {
     "linear_regression": lambda: LinearRegressionTask(n_train=30, n_test=6),
     "synthetic": lambda: SyntheticTask(n_train=150, n_test=20, n_features=64),
     "language_model": lambda: LanguageModelTask(n_entities=30, n_relations=2, n_facts=24, n_test=6),
+    "finetune": lambda: FineTuneTask.digits(n_train=120, n_test=15, base_classes=None),
 }
 SETTINGS = {
     "with_flipped_labels": lambda task: with_flipped_labels(task, fraction=0.2, seed=1),
