@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tdaeval import training
 from tdaeval.task import TrainRecipe
 from tdaeval.tasks import DigitsTask, LinearRegressionTask
 
@@ -29,3 +30,17 @@ def linear_task() -> LinearRegressionTask:
 @pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def stacked_calls(monkeypatch) -> list[int]:
+    """Number of models in each call of the batched training path (``training._train_stacked``)."""
+    calls: list[int] = []
+    original = training._train_stacked
+
+    def spy(task, subsets, seeds, device):
+        calls.append(len(subsets))
+        return original(task, subsets, seeds, device)
+
+    monkeypatch.setattr(training, "_train_stacked", spy)
+    return calls

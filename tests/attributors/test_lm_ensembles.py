@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tdaeval.training as training
 from tdaeval.attributors import Attribution, get
 from tdaeval.attributors.ensembles import MemberDropout, dropout, finetune_adapters, lora
 from tdaeval.attributors.seeds import seed_posterior
@@ -39,18 +38,6 @@ def lm():
     return task, train_model(task, task.build_model(0), torch.arange(task.n_train), 0).model
 
 
-@pytest.fixture
-def stacked_calls(monkeypatch) -> list[int]:
-    """Number of models in each call of the batched training path (``training._train_stacked``)."""
-    calls: list[int] = []
-    original = training._train_stacked
-
-    def spy(task, subsets, seeds, device):
-        calls.append(len(subsets))
-        return original(task, subsets, seeds, device)
-
-    monkeypatch.setattr(training, "_train_stacked", spy)
-    return calls
 
 
 def _grad_dot(task, model) -> torch.Tensor:

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-import tdaeval.training as training
 from tdaeval.attributors import get
 from tdaeval.groundtruth import ArtifactStore, LDSSpec, build_lds_groundtruth, lds_jobs
 from tdaeval.metrics import get_metric
@@ -19,17 +18,6 @@ from tdaeval.training import train_model
 pytestmark = pytest.mark.filterwarnings("error:Batched training is not possible")
 
 
-@pytest.fixture
-def stacked_calls(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = training._train_stacked
-
-    def spy(task, subsets, seeds, device):
-        calls.append(len(subsets))
-        return original(task, subsets, seeds, device)
-
-    monkeypatch.setattr(training, "_train_stacked", spy)
-    return calls
 
 
 def _check_lds(task: FineTuneTask, tmp_path, stacked_calls: list[int], attributor: str) -> None:

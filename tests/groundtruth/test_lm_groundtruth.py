@@ -15,7 +15,6 @@ import torch
 import yaml
 
 import tdaeval
-import tdaeval.training as training
 from tdaeval.attributors import get
 from tdaeval.groundtruth import ArtifactStore, LDSSpec, LOOSpec, build_lds_groundtruth, build_loo_groundtruth, lds_jobs, loo_jobs
 from tdaeval.metrics import get_metric
@@ -34,18 +33,6 @@ def tiny_lm() -> LanguageModelTask:
                              recipe=TrainRecipe(epochs=3, batch_size=32, lr=0.2, momentum=0.9))
 
 
-@pytest.fixture
-def stacked_calls(monkeypatch) -> list[int]:
-    """Number of models in each call of the batched training path (``training._train_stacked``)."""
-    calls: list[int] = []
-    original = training._train_stacked
-
-    def spy(task, subsets, seeds, device):
-        calls.append(len(subsets))
-        return original(task, subsets, seeds, device)
-
-    monkeypatch.setattr(training, "_train_stacked", spy)
-    return calls
 
 
 def _alone(task: LanguageModelTask, job) -> torch.Tensor:
