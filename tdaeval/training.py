@@ -308,9 +308,11 @@ def train_models(
     same_size = len({s.numel() for s in subsets}) == 1
     if batched and same_size and task.trains_with_recipe:
         try:
-            size = _group_size(task, len(seeds), device)
+            first = task.build_model(seeds[0]).to(device)  # sizes the groups, then trains as model 0: every model is built once
+            size = _group_size(task, first, len(seeds), device)
             groups = [
-                _train_stacked(task, subsets[start : start + size], seeds[start : start + size], device)
+                _train_stacked(task, subsets[start : start + size], seeds[start : start + size], device,
+                               first_model=first if start == 0 else None)
                 for start in range(0, len(seeds), size)
             ]
             return groups[0] if len(groups) == 1 else StackedModels.concatenate(groups)
@@ -334,11 +336,17 @@ GROUP_OUTPUT_BYTES = 16 * 2**20
 
 
 @torch.no_grad()
-def _group_size(task: Task, n_models: int, device: str | torch.device) -> int:
-    """How many models to stack at once: as many as keep the stacked output of one step under GROUP_OUTPUT_BYTES."""
-    model = task.build_model(0).to(device).eval()
+def _group_size(task: Task, model: nn.Module, n_models: int, device: str | torch.device) -> int:
+    """How many models to stack at once: as many as keep the stacked output of one step under GROUP_OUTPUT_BYTES.
+
+    ``model`` is one of the models to train (its forward runs in eval mode on one batch; its mode is restored).
+    """
+    was_training = model.training
     batch = task.train_data.inputs[: task.recipe.batch_size].to(device)
-    outputs = model(batch)
+    try:
+        outputs = model.eval()(batch)
+    finally:
+        model.train(was_training)
     if not isinstance(outputs, Tensor):
         return n_models
     per_model = outputs.numel() * outputs.element_size()
@@ -400,9 +408,10 @@ def _epoch_noise_plan(
     return plan
 
 
-def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: str | torch.device) -> StackedModels:
+def _train_stacked(task: Task, subsets: list[Tensor], seeds: list[int], device: str | torch.device,
+                   first_model: nn.Module | None = None) -> StackedModels:
     recipe = task.recipe
-    models = [task.build_model(seed).to(device) for seed in seeds]
+    models = [first_model if i == 0 and first_model is not None else task.build_model(seed).to(device) for i, seed in enumerate(seeds)]
     stacked = StackedModels.from_models(models)
     template = copy.deepcopy(models[0]).train()
     names = list(stacked.params)

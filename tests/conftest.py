@@ -38,9 +38,9 @@ def stacked_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
     original = training._train_stacked
 
-    def spy(task, subsets, seeds, device):
+    def spy(task, subsets, seeds, device, **kwargs):
         calls.append(len(subsets))
-        return original(task, subsets, seeds, device)
+        return original(task, subsets, seeds, device, **kwargs)
 
     monkeypatch.setattr(training, "_train_stacked", spy)
     return calls

@@ -135,3 +135,22 @@ def test_stacked_models_roundtrip(small_logreg):
     stacked = StackedModels.from_models(models)
     for i, m in enumerate(models):
         torch.testing.assert_close(stacked.model(i)(small_logreg.test_data.inputs), m(small_logreg.test_data.inputs))
+
+
+def test_batched_training_builds_each_model_once(monkeypatch):
+    """Building a model can be costly (a fine-tuning task's base, a user's factory): train_models must not build extra
+    ones, e.g. to size its groups of stacked models."""
+    from tdaeval import training
+    from tdaeval.tasks import DigitsTask
+
+    task = DigitsTask(n_train=60, n_test=5, hidden=8, recipe=TrainRecipe(epochs=1, batch_size=20))
+    built: list[int] = []
+    original = task.build_model
+    monkeypatch.setattr(task, "build_model", lambda seed: built.append(int(seed)) or original(seed))
+    monkeypatch.setattr(training, "GROUP_OUTPUT_BYTES", 1)  # one model per group: the sizing model must still be used once
+    subsets = [torch.arange(0, 30), torch.arange(30, 60), torch.arange(15, 45)]
+    stacked = training.train_models(task, subsets, [5, 6, 7])
+    assert sorted(built) == [5, 6, 7] and len(stacked) == 3
+    alone = training.train_model(task, DigitsTask(n_train=60, n_test=5, hidden=8).build_model(5), subsets[0], 5).model
+    for name, value in alone.named_parameters():
+        torch.testing.assert_close(stacked.params[name][0], value.detach(), rtol=1e-5, atol=1e-6)

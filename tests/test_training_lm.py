@@ -114,7 +114,7 @@ def test_many_models_train_in_groups_with_the_same_result(monkeypatch):
     monkeypatch.setattr(training, "GROUP_OUTPUT_BYTES", 2 * per_model)  # groups of 2, 2 and 1
     sizes = []
     original = training._train_stacked
-    monkeypatch.setattr(training, "_train_stacked", lambda t, s, seeds, d: sizes.append(len(seeds)) or original(t, s, seeds, d))
+    monkeypatch.setattr(training, "_train_stacked", lambda t, s, seeds, d, **kw: sizes.append(len(seeds)) or original(t, s, seeds, d, **kw))
     grouped = train_models(task, subsets, seeds)
     assert sizes == [2, 2, 1]
     assert len(grouped) == 5 and grouped.buffers.keys() == together.buffers.keys()

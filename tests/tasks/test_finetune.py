@@ -85,7 +85,7 @@ def test_batched_fine_tuning_equals_one_at_a_time_from_the_base(monkeypatch):
     task = small_digits(dropout=0.2)
     stacked: list[int] = []
     original = training._train_stacked
-    monkeypatch.setattr(training, "_train_stacked", lambda t, s, seeds, d: stacked.append(len(s)) or original(t, s, seeds, d))
+    monkeypatch.setattr(training, "_train_stacked", lambda t, s, seeds, d, **kw: stacked.append(len(s)) or original(t, s, seeds, d, **kw))
     g = torch.Generator().manual_seed(0)
     subsets = [torch.randperm(task.n_train, generator=g)[: task.n_train // 2] for _ in range(3)]
     seeds = [0, 1, 2]
