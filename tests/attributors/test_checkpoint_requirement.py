@@ -16,7 +16,7 @@ from tdaeval.errors import AttributorError
 from tdaeval.training import Checkpoint
 
 #: The registered attributors that cannot fit without checkpoints (with their default parameters).
-NEED_CHECKPOINTS = {"tracin", "source", "fast_source", "checkpoint_ensemble"}
+NEED_CHECKPOINTS = {"tracin", "source", "fast_source", "checkpoint_ensemble", "dda"}
 
 
 def _message(name: str) -> str:
