@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tdaeval.attributors._members import MemberStack, stack_members
 from tdaeval.attributors.base import Attributor, get, register
 from tdaeval.attributors.ensembles import WrappingAttributor, parameter_bytes
+from tdaeval.attributors.gradient import GradCos, GradDot, _measurement_objective
 from tdaeval.datasets import Data
 from tdaeval.errors import AttributorError, ConfigError
 from tdaeval.params import Boolean, Instance, Interval, Options
@@ -38,6 +40,8 @@ DENOISE = ("mean", "ema", "median", "zscore_mean")
 ZSCORE_OVER = ("query", "matrix")
 #: A row (or matrix) whose standard deviation is at most this times its scale counts as constant when z-scored.
 _CONSTANT_TOLERANCE = 1e-6
+#: Rows (examples × stacked parameter sets) of one ``vmap`` pass of the shared grad_dot / grad_cos path.
+_STACK_CHUNK_ROWS = 8192
 
 
 def denoise_scores(scores: Tensor, method: str | None = "mean", ema_decay: float = 0.5, zscore_over: str = "query",
@@ -133,6 +137,15 @@ class DDA(WrappingAttributor):
     ``(E + 1)`` fits and attributions of the inner attributor (``E`` with ``debias=False``; ``1`` or ``2`` with
     ``denoise=None``).
 
+    Shared work (``batch_members=True``, the default, chosen automatically where it applies): when the inner
+    attributor is ``grad_dot`` or ``grad_cos`` (``params="all"``, ``factorized`` not False) and every parameter of
+    the model sits in an ``nn.Linear`` layer with 2-D inputs, the ``E + 1`` parameter sets are stacked and the
+    per-example layer factors (inputs, output gradients) of the training data at every checkpoint come from one
+    ``vmap`` pass at ``fit`` (the test data's from one at ``attribute``), and the ``[E + 1, n_test, n_train]`` score
+    matrices from batched matrix products; no inner attributor is fitted (``members_`` is empty, ``stack_`` set).
+    The scores equal the generic path's (float32 products, as the inner attributor's). Otherwise, or with
+    ``batch_members=False``, one inner attributor is fitted per parameter set.
+
     Which checkpoints: those passed to ``fit``. An ``epoch == 0`` checkpoint
     (``train_model(..., include_initial=True)``) is the base ``θ_0`` and never a fine-tuning checkpoint; the others
     are the fine-tuning checkpoints, taken in epoch order. Without an epoch-0 checkpoint, the base is the task's
@@ -168,6 +181,9 @@ class DDA(WrappingAttributor):
         ``β`` in ``[0, 1)`` of ``denoise="ema"`` (weight of the running average; ``0`` keeps the last checkpoint).
     zscore_over : {"query", "matrix"}
         What ``denoise="zscore_mean"`` standardises per checkpoint: each query's row, or the whole matrix.
+    batch_members : bool
+        Use the shared-work path above where it applies (default); False always fits one inner attributor per
+        parameter set (the generic path, e.g. to check the shared one).
 
     Attributes
     ----------
@@ -187,6 +203,7 @@ class DDA(WrappingAttributor):
         "denoise": [None, Options(DENOISE)],
         "ema_decay": [Interval(float, 0.0, 1.0, closed="left")],
         "zscore_over": [Options(ZSCORE_OVER)],
+        "batch_members": [Boolean()],
     }
 
     def __init__(
@@ -197,11 +214,13 @@ class DDA(WrappingAttributor):
         denoise: str | None = "mean",
         ema_decay: float = 0.5,
         zscore_over: str = "query",
+        batch_members: bool = True,
     ) -> None:
         self.template_ = _inner_template(inner, inner_params)
         self.inner = inner if isinstance(inner, str) else self.template_.display_name
         self.inner_params = dict(inner_params or {})
         self.debias, self.denoise, self.ema_decay, self.zscore_over = debias, denoise, float(ema_decay), zscore_over
+        self.batch_members = batch_members
 
     def why_unsupported(self, task: Task, train: Data) -> str | None:
         """The inner attributor's refusal (e.g. a sequence task for a classifier-only inner), prefixed with DDA's name."""
@@ -248,9 +267,55 @@ class DDA(WrappingAttributor):
 
     def _fit_members(self, members: tuple[nn.Module | None, list[nn.Module]]) -> int:
         base, finetuned = members
-        self.base_member_ = None if base is None else self._fitted_copy(base, None)
-        self.members_ = [self._fitted_copy(model, None) for model in finetuned]
-        return len(self.members_) + (base is not None)
+        models = ([] if base is None else [base]) + finetuned
+        self.stack_ = self._stack(models)
+        self.has_base_ = base is not None
+        if self.stack_ is not None:  # shared work: every parameter set's training factors in one vmap pass
+            self.base_member_, self.members_ = None, []
+            self.train_factors_ = self.stack_.factors(self.task_.loss, self.train_, self._stack_chunk())
+            self.train_norms_ = self._norms(self.train_factors_)
+        else:
+            self.base_member_ = None if base is None else self._fitted_copy(base, None)
+            self.members_ = [self._fitted_copy(model, None) for model in finetuned]
+        return len(models)
+
+    def _stack(self, models: list[nn.Module]) -> MemberStack | None:
+        """The parameter sets stacked for the shared Grad-Dot / Grad-Cos path, or None (one inner attributor each)."""
+        if (not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False
+                or self.template_.params != "all" or self.template_.device is not None):
+            return None
+        try:
+            return stack_members(models, self.train_.inputs[:1])
+        except RuntimeError:  # parameter sets on different devices
+            return None
+
+    def _stack_chunk(self) -> int:
+        """Examples per stacked ``vmap`` pass: ``_STACK_CHUNK_ROWS`` (examples × parameter sets), at least the inner's ``chunk_size``.
+
+        The factors of every example are kept anyway (``[K, n, width]`` per layer), so a pass's intermediates are at
+        most of that order; larger passes pay the per-pass overhead fewer times.
+        """
+        return max(self.template_.chunk_size, _STACK_CHUNK_ROWS // len(self.stack_))
+
+    def _norms(self, factors) -> Tensor | None:
+        """``[K, n]`` gradient norms for ``grad_cos`` (clamped as :class:`GradCos` does), None for ``grad_dot``."""
+        if not isinstance(self.template_, GradCos):
+            return None
+        return MemberStack.sq_norms(factors).sqrt().clamp_min(1e-12)
+
+    def _stacked_scores(self, test: Data) -> Tensor:
+        """``[K, n_test, n_train]`` float64 inner scores at every stacked parameter set (base first when debiasing)."""
+        test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self._stack_chunk())
+        total = None
+        for name, (a_test, s_test) in test_factors.items():
+            a_train, s_train = self.train_factors_[name]
+            term = torch.bmm(s_test, s_train.transpose(1, 2))
+            term *= torch.bmm(a_test, a_train.transpose(1, 2))
+            total = term if total is None else total + term
+        test_norms = self._norms(test_factors)
+        if test_norms is not None:
+            total = total / test_norms[:, :, None] / self.train_norms_[:, None, :]
+        return total.double()
 
     def _storage_bytes(self, members: tuple[nn.Module | None, list[nn.Module]]) -> int:
         base, finetuned = members
@@ -264,10 +329,17 @@ class DDA(WrappingAttributor):
         the scale is each row's largest absolute inner score (at ``θ_e`` or ``θ_0``), for :func:`denoise_scores`.
         """
         self._check_test(test, "checkpoint_scores")
-        raw = torch.stack([_scores_of(member.attribute(test)) for member in self.members_])
+        base = None
+        if self.stack_ is not None:
+            raw = self._stacked_scores(test)
+            if self.has_base_:
+                base, raw = raw[0], raw[1:]
+        else:
+            raw = torch.stack([_scores_of(member.attribute(test)) for member in self.members_])
+            if self.base_member_ is not None:
+                base = _scores_of(self.base_member_.attribute(test))
         scale = raw.abs().amax(dim=2)
-        if self.base_member_ is not None:
-            base = _scores_of(self.base_member_.attribute(test))
+        if base is not None:
             scale = torch.maximum(scale, base.abs().amax(dim=1)[None])
             raw = raw - base[None]
         return raw, scale

@@ -235,3 +235,40 @@ def test_fit_leaves_model_and_checkpoints_unchanged(finetuned):
     _fit(task, run).attribute(task.test_data)
     assert all(torch.equal(b[k], c.params[k]) for b, c in zip(before, run.checkpoints) for k in b)
     assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in model_before.items())
+
+
+# --- the shared-work path (grad_dot / grad_cos over the stacked parameter sets) ---------------------------------------
+@pytest.fixture(scope="module")
+def finetuned_mlp():
+    """Digits MLP (two hidden layers of 16) fine-tuned; checkpoints: epoch 0 (the base), 1, 2, 3."""
+    task = FineTuneTask.digits(model="mlp", hidden=16, n_train=120, n_test=10, base_recipe=RECIPE, recipe=RECIPE)
+    run = train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=3, include_initial=True)
+    return task, run
+
+
+@pytest.mark.parametrize("inner", ["grad_dot", "grad_cos"])
+@pytest.mark.parametrize("debias", [True, False])
+@pytest.mark.parametrize("denoise", DENOISE)
+def test_the_shared_path_equals_the_generic_path(finetuned_mlp, inner, debias, denoise):
+    task, run = finetuned_mlp
+    shared = _fit(task, run, inner=inner, debias=debias, denoise=denoise, ema_decay=0.3)
+    generic = _fit(task, run, inner=inner, debias=debias, denoise=denoise, ema_decay=0.3, batch_members=False)
+    # the shared path fitted no inner attributor; the generic one fitted one per parameter set
+    assert shared.stack_ is not None and shared.members_ == [] and shared.base_member_ is None
+    assert generic.stack_ is None and len(generic.members_) == (3 if denoise is not None else 1)
+    assert (generic.base_member_ is not None) == debias
+    assert shared.cost_["members"] == generic.cost_["members"]
+    got, want = shared.attribute(task.test_data).double(), generic.attribute(task.test_data).double()
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    raw_shared, scale_shared = shared.checkpoint_scores(task.test_data)
+    raw_generic, scale_generic = generic.checkpoint_scores(task.test_data)
+    torch.testing.assert_close(raw_shared, raw_generic, rtol=1e-5, atol=1e-5 * float(raw_generic.abs().max()))
+    torch.testing.assert_close(scale_shared, scale_generic, rtol=1e-5, atol=0.0)
+
+
+def test_other_inner_attributors_keep_the_generic_path(finetuned_mlp):
+    task, run = finetuned_mlp
+    assert _fit(task, run, inner="similarity").stack_ is None
+    assert _fit(task, run, inner="grad_dot", inner_params={"params": "linear"}).stack_ is None
+    assert _fit(task, run, inner="grad_dot", inner_params={"factorized": False}).stack_ is None
