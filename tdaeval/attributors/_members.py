@@ -22,7 +22,7 @@ from torch.func import functional_call, grad, vmap
 
 from tdaeval.datasets import Data
 
-__all__ = ["MemberStack", "stack_members"]
+__all__ = ["MemberStack", "stack_members", "stack_parameter_sets"]
 
 Factors = dict[str, tuple[Tensor, Tensor]]  # layer -> (A [K, n, in+1], S [K, n, out])
 
@@ -129,9 +129,39 @@ def stack_members(models: Sequence[nn.Module], example: Tensor) -> MemberStack |
             return None
         if [(n, b.shape) for n, b in model.named_buffers()] != buffer_names:
             return None
+    layers = _stackable_layers(template, example)
+    if layers is None:
+        return None
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n, _ in names}
+    buffers = {n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n, _ in buffer_names}
+    return MemberStack(template, layers, params, buffers)
+
+
+def stack_parameter_sets(template: nn.Module, parameter_sets: Sequence[dict[str, Tensor]], example: Tensor) -> MemberStack | None:
+    """Parameter sets of ``template``'s architecture stacked without building a model for each, or None (as :func:`stack_members`).
+
+    Every set holds all of ``template``'s parameters by name (e.g. checkpoints); the buffers are ``template``'s,
+    shared by every set.
+    """
+    names = [(n, p.shape) for n, p in template.named_parameters()]
+    if any(set(params) != {n for n, _ in names} or any(params[n].shape != shape for n, shape in names) for params in parameter_sets):
+        return None
+    layers = _stackable_layers(template, example)
+    if layers is None:
+        return None
+    device = next(template.parameters()).device
+    dtypes = {n: p.dtype for n, p in template.named_parameters()}
+    params = {n: torch.stack([params[n].detach().to(device, dtypes[n]) for params in parameter_sets]) for n, _ in names}
+    buffers = {n: b.detach().unsqueeze(0).expand(len(parameter_sets), *b.shape).clone() for n, b in template.named_buffers()}
+    return MemberStack(template, layers, params, buffers)
+
+
+def _stackable_layers(template: nn.Module, example: Tensor) -> list[tuple[str, nn.Linear]] | None:
+    """The ``nn.Linear`` layers when they hold every parameter and each sees 2-D inputs on ``example``, else None."""
+    names = [n for n, _ in template.named_parameters()]
     layers = [(n, m) for n, m in template.named_modules() if isinstance(m, nn.Linear)]
     covered = {f"{n}.{p}" if n else p for n, m in layers for p, _ in m.named_parameters(recurse=False)}
-    if not layers or covered != {n for n, _ in names}:
+    if not layers or covered != set(names):
         return None
     dims: list[int] = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: dims.append(args[0].dim())) for _, m in layers]
@@ -145,6 +175,4 @@ def stack_members(models: Sequence[nn.Module], example: Tensor) -> MemberStack |
             handle.remove()
     if len(dims) != len(layers) or any(d != 2 for d in dims):
         return None
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n, _ in names}
-    buffers = {n: torch.stack([dict(m.named_buffers())[n] for m in models]) for n, _ in buffer_names}
-    return MemberStack(template, layers, params, buffers)
+    return layers

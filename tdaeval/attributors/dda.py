@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from tdaeval.attributors._members import MemberStack, stack_members
+from tdaeval.attributors._members import MemberStack, stack_parameter_sets
 from tdaeval.attributors.base import Attributor, get, register
 from tdaeval.attributors.ensembles import WrappingAttributor, parameter_bytes
 from tdaeval.attributors.gradient import GradCos, GradDot, _measurement_objective
@@ -239,8 +239,8 @@ class DDA(WrappingAttributor):
             chosen = sorted(chosen, key=lambda item: item[1].epoch)  # stable: equal epochs keep their order
         return chosen if self.denoise is not None else chosen[-1:]
 
-    def _base_model(self) -> nn.Module | None:
-        """The model at ``θ_0`` (None without debias); an ``AttributorError`` in one line when there is none."""
+    def _base_params(self) -> tuple[Any, Any] | None:
+        """``(index, checkpoint-like)`` of ``θ_0`` (None without debias); an ``AttributorError`` in one line when there is none."""
         if not self.debias:
             self.base_source_ = None
             return None
@@ -248,27 +248,35 @@ class DDA(WrappingAttributor):
         initial = [k for k, c in enumerate(checkpoints) if getattr(c, "epoch", None) == 0]
         if initial:
             self.base_source_ = "epoch-0 checkpoint"
-            return self._checkpoint_model(initial[0], checkpoints[initial[0]]).eval()
+            return initial[0], checkpoints[initial[0]]
         from tdaeval.tasks.finetune import FineTuneTask  # the tasks import the attributors' neighbours
 
         if isinstance(self.task_, FineTuneTask):
             self.base_source_ = "FineTuneTask base model"
-            params = {name: p.detach() for name, p in self.task_.base_model().named_parameters()}
-            return self._checkpoint_model("base", _Params(params)).eval()  # type: ignore[arg-type]
+            return "base", _Params({name: p.detach() for name, p in self.task_.base_model().named_parameters()})
         raise AttributorError(
             f"Attributor {self.display_name!r} with debias=True needs the base parameters: an epoch-0 checkpoint "
             "(train_model(..., include_initial=True)) or a FineTuneTask; got neither (pass debias=False for denoise only)."
         )
 
-    def _members(self) -> tuple[nn.Module | None, list[nn.Module]]:
+    def _members(self) -> tuple[Any, list[Any]]:
+        """``(θ_0, [θ_e])``: parameter dicts on the shared path (no model is built), models otherwise."""
         chosen = self._finetune_checkpoints()
         self.epochs_ = [getattr(c, "epoch", None) for _, c in chosen]
-        return self._base_model(), [self._checkpoint_model(k, c).eval() for k, c in chosen]
+        base = self._base_params()
+        sets = ([] if base is None else [base]) + chosen
+        if self._can_share():
+            parameter_sets = [self._checkpoint_params(k, c, exact=True) for k, c in sets]
+            self.stack_ = stack_parameter_sets(self.model_, parameter_sets, self.train_.inputs[:1])
+            if self.stack_ is not None:
+                return (None if base is None else parameter_sets[0]), parameter_sets[len(sets) - len(chosen):]
+        self.stack_ = None
+        models = [self._checkpoint_model(k, c).eval() for k, c in sets]
+        return (None if base is None else models[0]), models[len(sets) - len(chosen):]
 
-    def _fit_members(self, members: tuple[nn.Module | None, list[nn.Module]]) -> int:
+    def _fit_members(self, members: tuple[Any, list[Any]]) -> int:
         base, finetuned = members
         models = ([] if base is None else [base]) + finetuned
-        self.stack_ = self._stack(models)
         self.has_base_ = base is not None
         if self.stack_ is not None:  # shared work: every parameter set's training factors in one vmap pass
             self.base_member_, self.members_ = None, []
@@ -279,15 +287,10 @@ class DDA(WrappingAttributor):
             self.members_ = [self._fitted_copy(model, None) for model in finetuned]
         return len(models)
 
-    def _stack(self, models: list[nn.Module]) -> MemberStack | None:
-        """The parameter sets stacked for the shared Grad-Dot / Grad-Cos path, or None (one inner attributor each)."""
-        if (not self.batch_members or type(self.template_) not in (GradDot, GradCos) or self.template_.factorized is False
-                or self.template_.params != "all" or self.template_.device is not None):
-            return None
-        try:
-            return stack_members(models, self.train_.inputs[:1])
-        except RuntimeError:  # parameter sets on different devices
-            return None
+    def _can_share(self) -> bool:
+        """Whether the shared Grad-Dot / Grad-Cos path applies (the parameter sets must also stack: :func:`stack_parameter_sets`)."""
+        return (self.batch_members and type(self.template_) in (GradDot, GradCos) and self.template_.factorized is not False
+                and self.template_.params == "all" and self.template_.device is None)
 
     def _stack_chunk(self) -> int:
         """Examples per stacked ``vmap`` pass: ``_STACK_CHUNK_ROWS`` (examples × parameter sets), at least the inner's ``chunk_size``.
@@ -317,9 +320,13 @@ class DDA(WrappingAttributor):
             total = total / test_norms[:, :, None] / self.train_norms_[:, None, :]
         return total.double()
 
-    def _storage_bytes(self, members: tuple[nn.Module | None, list[nn.Module]]) -> int:
+    def _storage_bytes(self, members: tuple[Any, list[Any]]) -> int:
         base, finetuned = members
-        return sum(parameter_bytes(m) for m in finetuned) + (0 if base is None else parameter_bytes(base))
+
+        def size(member: Any) -> int:
+            return sum(t.numel() * t.element_size() for t in member.values()) if isinstance(member, dict) else parameter_bytes(member)
+
+        return sum(size(m) for m in finetuned) + (0 if base is None else size(base))
 
     # --- scores ----------------------------------------------------------------------------------------------------
     def checkpoint_scores(self, test: Data) -> tuple[Tensor, Tensor]:

@@ -267,6 +267,18 @@ def test_the_shared_path_equals_the_generic_path(finetuned_mlp, inner, debias, d
     torch.testing.assert_close(scale_shared, scale_generic, rtol=1e-5, atol=0.0)
 
 
+def test_the_shared_path_builds_no_model_per_checkpoint(finetuned_mlp, monkeypatch):
+    """Its point is shared work: the parameter sets are stacked from the checkpoints, no model is copied for each."""
+    task, run = finetuned_mlp
+    copies: list[object] = []
+    original = DDA._checkpoint_model
+    monkeypatch.setattr(DDA, "_checkpoint_model", lambda self, *a, **kw: copies.append(a[0]) or original(self, *a, **kw))
+    shared = _fit(task, run, inner="grad_dot")
+    assert shared.stack_ is not None and copies == []
+    _fit(task, run, inner="grad_dot", batch_members=False)
+    assert len(copies) == 4  # the generic path: the base and three fine-tuning checkpoints
+
+
 def test_other_inner_attributors_keep_the_generic_path(finetuned_mlp):
     task, run = finetuned_mlp
     assert _fit(task, run, inner="similarity").stack_ is None
