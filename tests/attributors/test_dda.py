@@ -284,3 +284,28 @@ def test_other_inner_attributors_keep_the_generic_path(finetuned_mlp):
     assert _fit(task, run, inner="similarity").stack_ is None
     assert _fit(task, run, inner="grad_dot", inner_params={"params": "linear"}).stack_ is None
     assert _fit(task, run, inner="grad_dot", inner_params={"factorized": False}).stack_ is None
+
+
+def test_dda_on_a_language_model_fine_tune_debiases_against_the_base_model():
+    """On the LM fine-tune (base facts, then the queried facts): finite [n_test, n_train] scores with the base taken from
+    the task, equal to the hand combination of grad_dot at each checkpoint minus grad_dot at the base model."""
+    from tdaeval.task import TrainRecipe
+    from tdaeval.tasks import FineTuneTask
+    from tdaeval.training import train_model
+
+    task = FineTuneTask.language(n_entities=40, n_relations=4, n_facts=30, n_test=6, d_model=16,
+                                 base_recipe=TrainRecipe(epochs=3, batch_size=32, lr=0.2),
+                                 recipe=TrainRecipe(epochs=2, batch_size=16, lr=0.2))
+    run = train_model(task, task.build_model(0), torch.arange(task.n_train), 0, n_checkpoints=2)
+    dda = get("dda", inner="grad_dot", inner_params={"params": "linear"}).fit(task, run.model, task.train_data,
+                                                                             checkpoints=run.checkpoints)
+    scores = dda.attribute(task.test_data).double()
+    assert scores.shape == (task.n_test, task.n_train) and torch.isfinite(scores).all()
+    assert dda.base_source_ == "FineTuneTask base model"
+
+    def grad_dot_at(model):
+        return get("grad_dot", params="linear").fit(task, model, task.train_data).attribute(task.test_data).double()
+
+    base = grad_dot_at(task.base_model())
+    expected = sum(grad_dot_at(dda._checkpoint_model(k, c)) - base for k, c in enumerate(run.checkpoints)) / len(run.checkpoints)
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
