@@ -169,10 +169,7 @@ class BM25(Attributor):
         problem = token_data_problem(train)
         return None if problem is None else f"Attributor {self.display_name!r} needs token-sequence data; the training data has {problem}."
 
-    def _fit(self) -> None:
-        reason = self.why_unsupported(self.task_, self.train_)
-        if reason is not None:
-            raise AttributorError(reason)
+    def _fit(self) -> None:  # fit() has refused what why_unsupported names
         self.documents_ = sequence_tokens(self.train_)
 
     def _attribute(self, test: Data) -> Tensor:
@@ -233,10 +230,7 @@ class EntailmentIndicator(Attributor):
             return f"{who} scores the task's own training set only; the training data passed to fit() is not task.train_data."
         return None
 
-    def _fit(self) -> None:
-        reason = self.why_unsupported(self.task_, self.train_)
-        if reason is not None:
-            raise AttributorError(reason)
+    def _fit(self) -> None:  # fit() has refused what why_unsupported names
         scores = getattr(self.task_, self.truth_attribute).to("cpu", torch.float32)
         if self.contradiction != 0:
             code = list(self.task_.category_names).index("contradiction")

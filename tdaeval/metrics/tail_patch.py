@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import tdaeval.functional as F
 from tdaeval.errors import ConfigError
 from tdaeval.groundtruth.tail_patch import DELTAS, DTYPES, OPTIMIZERS, OneStepEffectSpec, OneStepEffectTruth, build_one_step_effects
 from tdaeval.groundtruth.truths import NO_TRUTH, GroundTruth
@@ -53,12 +54,7 @@ def topk_expected_mean(scores: Tensor, values: Tensor, k: int) -> Tensor:
     >>> topk_expected_mean(scores, values, 2).tolist()  # item 0, then half of items 1 and 2
     [2.0]
     """
-    scores, values = scores.double(), values.double()
-    kth = scores.topk(k, dim=1).values[:, -1:]  # [n, 1]
-    above, tied = scores > kth, scores == kth
-    slots = k - above.sum(dim=1)  # [n], >= 1
-    total = torch.where(above, values, 0.0).sum(dim=1) + torch.where(tied, values, 0.0).sum(dim=1) * slots / tied.sum(dim=1)
-    return total / k
+    return (F.topk_inclusion(scores, k) * values.double()).sum(dim=1) / k  # the tie rule of the retrieval metrics
 
 
 @register_metric
