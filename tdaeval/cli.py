@@ -286,7 +286,15 @@ def _note_baseline(result, note: Optional[str]) -> None:
     result.provenance["check_notes"] = [note]
 
 
-SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: smoke, standard, lm-smoke, lm-standard.")
+def _builtin_suite_names() -> str:
+    """The built-in suites' names, from the folder (the suite modules are imported only when a command needs them)."""
+    from importlib import resources
+
+    folder = resources.files("tdaeval.suites") / "builtin"
+    return ", ".join(sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+SUITE_ARG = typer.Argument(..., help="Suite file (.yaml, .yml, .toml) or a built-in suite: " + _builtin_suite_names() + ".")
 OUT_OPT = typer.Option(Path("tdaeval-out"), "--out", help="Directory for results.json, report.md, report.html, junit.xml.")
 CACHE_OPT = typer.Option(None, "--cache-dir", help="Ground-truth store (overrides the suite's 'store').")
 EXECUTOR_OPT = typer.Option(None, "--executor", help="local, process:N, ray or ray:ADDRESS (overrides the suite's 'executor').")

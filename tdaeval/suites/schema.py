@@ -273,7 +273,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def builtin_suites() -> dict[str, str]:
-    """Built-in suite names and their YAML text (``smoke``, ``standard``, ``lm-smoke``, ``lm-standard``)."""
+    """Built-in suite names and their YAML text (every ``tdaeval/suites/builtin/*.yaml``: ``smoke``, ``standard``, ``lm-smoke``, ...)."""
     folder = resources.files("tdaeval.suites") / "builtin"
     return {p.name.removesuffix(".yaml"): p.read_text() for p in folder.iterdir() if p.name.endswith(".yaml")}
 

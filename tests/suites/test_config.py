@@ -1,5 +1,7 @@
 """Suite files: valid documents load; malformed ones name the file, the key path and what was expected."""
 
+import re
+
 import pytest
 
 from tdaeval.errors import ConfigError
@@ -79,7 +81,9 @@ def test_malformed_suites_name_the_key_path(text, expected):
 
 
 def test_missing_file_lists_builtins(tmp_path):
-    with pytest.raises(ConfigError, match=r"does not exist \(built-in suites: lm-smoke, lm-standard, smoke, standard\)"):
+    listed = ", ".join(sorted(builtin_suites()))
+    assert {"smoke", "standard", "lm-smoke", "lm-standard", "finetune-dda"} <= set(builtin_suites())
+    with pytest.raises(ConfigError, match=rf"does not exist \(built-in suites: {re.escape(listed)}\)"):
         load_suite(tmp_path / "nope.yaml")
 
 
