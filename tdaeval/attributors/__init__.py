@@ -15,6 +15,7 @@ from tdaeval.attributors.base import (
     resolve,
     validate_scores,
 )
+from tdaeval.attributors.cluster_verify import ClusterVerify
 from tdaeval.attributors.dda import DDA
 from tdaeval.attributors.ensembles import CheckpointEnsemble, DropoutEnsemble, LoRAEnsemble, NaiveEnsemble
 from tdaeval.attributors.gradient import GradCos, GradDot, TracIn, per_sample_grads
@@ -31,6 +32,7 @@ __all__ = [
     "Attributor",
     "BM25",
     "CheckpointEnsemble",
+    "ClusterVerify",
     "DDA",
     "DropoutEnsemble",
     "EntailmentIndicator",
