@@ -1,4 +1,4 @@
-"""Retrieval of known relevant training items (fact tracing): MRR, hit@k, recall@k, precision@k, with an exact tie rule.
+"""Retrieval of known relevant training items (fact tracing): MRR, hit@k, recall@k, precision@k, ROC-AUC, contradiction rate@k; exact ties.
 
 Every function takes ``scores`` ``[n_test, n_train]`` (row = query, higher =
 ranked first), ``relevant`` bool of the same shape (the query's proponents)
@@ -43,7 +43,8 @@ Null distribution and CI
 ------------------------
 Under random scores each query's value has an exact distribution
 (:func:`random_value_pmf`: first-proponent rank ``P(r) = C(N − r, m − 1) / C(N, m)``,
-hypergeometric top-k counts); :func:`sample_random_values` and
+hypergeometric top-k counts, the Mann–Whitney distribution of the ROC-AUC);
+:func:`sample_random_values` and
 :func:`random_null` turn it into the distribution of a random attributor's
 value (the mean over queries) on given pools, its central interval and a
 one-sided p-value. :func:`quasi_wilson_ci` is the interval the fact-tracing
@@ -54,8 +55,10 @@ because the percentile bootstrap under-covers these skewed values near 0 and 1.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,6 +69,8 @@ __all__ = [
     "hit_at_k",
     "recall_at_k",
     "precision_at_k",
+    "roc_auc",
+    "contradiction_rate_at_k",
     "topk_inclusion",
     "category_breakdown",
     "rerank_candidates",
@@ -73,7 +78,10 @@ __all__ = [
     "random_hit_at_k",
     "random_recall_at_k",
     "random_precision_at_k",
+    "random_roc_auc",
+    "random_contradiction_rate_at_k",
     "RANDOM_NULL_METRICS",
+    "MANN_WHITNEY_EXACT_LIMIT",
     "random_value_pmf",
     "sample_random_values",
     "random_null",
@@ -369,6 +377,93 @@ def precision_at_k(scores: Tensor, relevant: Tensor, k: int, candidates: Tensor 
     return hits / k
 
 
+def roc_auc(scores: Tensor, relevant: Tensor, candidates: Tensor | None = None) -> Tensor:
+    """Per-query ROC-AUC of the candidates' scores, positives = the relevant candidates (DDA's metric), ties counted 1/2.
+
+    With ``P`` relevant and ``Q`` other candidates, the AUC is the
+    Mann–Whitney statistic ``U / (P·Q)``, ``U = #{(i, j): i relevant, j not,
+    s_i > s_j} + ½·#{(i, j): s_i = s_j}``, computed from the midranks:
+    ``U = Σ_{i relevant} r_i − P(P + 1)/2`` with ``r_i = n_c − b_i − (g_i − 1)/2``
+    the ascending midrank of ``i`` among the ``n_c`` candidates (``b_i`` above
+    it, ``g_i`` its tie group). Counting a tied pair ½ is the family's tie rule:
+    it is the exact expectation of the AUC over uniformly random tie-breaking
+    (module docstring), as ``sklearn.metrics.roc_auc_score`` counts it. Under
+    random scores its expectation is ½ (:func:`random_value_pmf` gives the
+    whole null distribution).
+
+    Parameters
+    ----------
+    scores, relevant, candidates : Tensor
+        As :func:`reciprocal_rank`.
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1]; NaN for a query whose candidates hold no
+        relevant item or no other item (the AUC is undefined: 0/0), as
+        :func:`recall_at_k` for a query without relevant items.
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2]])
+    >>> relevant = torch.tensor([[False, True, False, False], [True, True, True, True]])
+    >>> roc_auc(scores, relevant).tolist()  # above 0.1, tied with one 0.5, below 0.9: (1 + 0.5 + 0)/3; no negative: NaN
+    [0.5, nan]
+    """
+    scores, relevant, candidates = _check(scores, relevant, candidates)
+    b, g = _above_and_tied(scores, candidates)
+    chosen = relevant & candidates
+    n_candidates = candidates.sum(dim=1, keepdim=True).double()
+    midrank = n_candidates - b.double() - (g.double() - 1.0) / 2.0  # ascending, 1 = lowest
+    positives = chosen.sum(dim=1).double()
+    negatives = candidates.sum(dim=1).double() - positives
+    u = (midrank * chosen).sum(dim=1) - positives * (positives + 1.0) / 2.0
+    defined = (positives > 0) & (negatives > 0)
+    return torch.where(defined, u / (positives * negatives).clamp(min=1.0), torch.full_like(u, math.nan))
+
+
+def contradiction_rate_at_k(scores: Tensor, contradicting: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Expected share of each query's top ``k`` that contradicts it (FASTTRACK's point: a relevant item need not support the fact).
+
+    ``Σ_{i contradicting} P(i ∈ top-k) / min(k, n_candidates)`` with the
+    family's tie rule ``P(i ∈ top-k) = clip((k − b_i)/g_i, 0, 1)``
+    (:func:`topk_inclusion`): the "contradiction" column of
+    :func:`category_breakdown`, for any bool mask. LOWER is better. Under
+    random scores its expectation is ``c/N`` (``c`` contradicting among ``N``
+    candidates; :func:`random_contradiction_rate_at_k`).
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``[n_test, n_train]``, finite; higher = ranked first.
+    contradicting : Tensor
+        ``[n_test, n_train]`` bool, the items that contradict the query's fact
+        (the truth's ``"contradiction"`` category).
+    k : int
+        Top-set size (>= 1; a pool smaller than ``k`` is taken whole).
+    candidates : Tensor, optional
+        ``[n_test, n_train]`` bool; only candidates are ranked.
+
+    Returns
+    -------
+    Tensor
+        ``[n_test]`` float64 in [0, 1] (0 for a query without contradicting candidates).
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = torch.tensor([[0.9, 0.5, 0.5, 0.1]])
+    >>> contradicting = torch.tensor([[True, False, True, False]])
+    >>> contradiction_rate_at_k(scores, contradicting, k=2).tolist()  # 0.9, then one of the two tied 0.5s: (1 + 1/2)/2
+    [0.75]
+    """
+    k = _check_k(k)
+    scores, contradicting, candidates = _check(scores, contradicting, candidates)
+    inclusion = topk_inclusion(scores, k, candidates)
+    return (inclusion * (contradicting & candidates)).sum(dim=1) / candidates.sum(dim=1).clamp(max=k).double()
+
+
 def category_breakdown(scores: Tensor, categories: Tensor, k: int, n_categories: int, candidates: Tensor | None = None) -> Tensor:
     """Expected share of each query's top ``k`` falling in each category (same tie rule as :func:`topk_inclusion`).
 
@@ -567,11 +662,76 @@ def random_precision_at_k(pool_sizes: Tensor | int, n_relevant: Tensor | int, k:
     return m * torch.minimum(n, torch.tensor(float(k))) / (n * k)
 
 
+def random_roc_auc(pool_sizes: Tensor | int, n_relevant: Tensor | int) -> Tensor:
+    """``E[AUC]`` of uniformly random scores: ½ (NaN when ``m = 0`` or ``m = N``, as :func:`roc_auc`).
+
+    Examples
+    --------
+    >>> random_roc_auc(torch.tensor([660, 660, 3]), torch.tensor([2, 0, 3])).tolist()
+    [0.5, nan, nan]
+    """
+    n, m = _sizes(pool_sizes, n_relevant)
+    return torch.where((m > 0) & (m < n), torch.full_like(n, 0.5), torch.full_like(n, math.nan))
+
+
+def random_contradiction_rate_at_k(pool_sizes: Tensor | int, n_contradicting: Tensor | int, k: int) -> Tensor:
+    """``E[contradiction rate@k]`` of uniformly random scores: ``min(k, N)·(c/N) / min(k, N) = c/N``.
+
+    Examples
+    --------
+    >>> round(float(random_contradiction_rate_at_k(660, 33, 10)), 6)
+    0.05
+    """
+    _check_k(k)
+    n, c = _sizes(pool_sizes, n_contradicting)
+    return c / n
+
+
 # ----------------------------------------------------------------------------- the null distribution of a random attributor
 
 
 #: The per-query metrics whose null distribution under random scores :func:`random_value_pmf` knows.
-RANDOM_NULL_METRICS = ("reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k")
+RANDOM_NULL_METRICS = ("reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k", "roc_auc", "contradiction_rate_at_k")
+
+#: Largest ``P·Q`` (relevant × other candidates) whose Mann–Whitney null :func:`random_value_pmf` computes exactly
+#: (cost ~ (P·Q)²/4 multiply-adds, < 1 s); larger pools with ``min(P, Q) >= 2`` use the normal approximation.
+MANN_WHITNEY_EXACT_LIMIT = 64_000
+
+
+@functools.lru_cache(maxsize=256)
+def _mann_whitney_pmf(n_positive: int, n_negative: int) -> tuple[float, ...]:
+    """``P(U = u)``, ``u = 0 … P·Q``, of the Mann–Whitney count of (positive above negative) pairs in a uniformly random order.
+
+    Exact: conditioning on the highest-ranked of ``i`` positives and ``j`` negatives (a positive, with
+    probability ``i/(i + j)``, is above all ``j`` negatives; a negative adds nothing),
+    ``p_{i,j}(u) = i/(i+j)·p_{i−1,j}(u − j) + j/(i+j)·p_{i,j−1}(u)`` with ``p_{i,0} = p_{0,j} = δ_0``: a convex
+    combination of probability vectors (no overflow, no cancellation). The distribution is symmetric in
+    ``(P, Q)``, so the loop runs ``min(P, Q)`` rows by ``max(P, Q)`` columns. ``min(P, Q) = 1``: uniform on
+    ``0 … max(P, Q)``. Above :data:`MANN_WHITNEY_EXACT_LIMIT`: the normal approximation (mean ``PQ/2``, variance
+    ``PQ(P + Q + 1)/12``) integrated over ``[u − ½, u + ½]`` and renormalised on the lattice.
+    """
+    a, b = sorted((n_positive, n_negative))
+    if a == 0:
+        return (1.0,)
+    if a == 1:
+        return tuple([1.0 / (b + 1)] * (b + 1))
+    size = a * b + 1
+    if a * b > MANN_WHITNEY_EXACT_LIMIT:
+        u = torch.arange(size, dtype=torch.float64)
+        normal = torch.distributions.Normal(torch.tensor(a * b / 2.0, dtype=torch.float64),
+                                            torch.tensor(math.sqrt(a * b * (a + b + 1) / 12.0), dtype=torch.float64))
+        p = normal.cdf(u + 0.5) - normal.cdf(u - 0.5)
+        return tuple((p / p.sum()).tolist())
+    rows = [np.zeros(i * b + 1) for i in range(a + 1)]
+    for row in rows:
+        row[0] = 1.0  # j = 0: no negative to beat
+    for j in range(1, b + 1):
+        for i in range(1, a + 1):  # ascending i: rows[i - 1] already holds column j
+            w = i / (i + j)
+            current, below = rows[i], rows[i - 1]
+            current[: i * (j - 1) + 1] *= 1.0 - w
+            current[j : j + (i - 1) * j + 1] += w * below[: (i - 1) * j + 1]
+    return tuple(rows[a].tolist())
 
 #: Observed values within this of a draw count as equal to it (summation-order round-off) in :func:`random_null`.
 _TIE_TOLERANCE = 1e-12
@@ -580,7 +740,7 @@ _TIE_TOLERANCE = 1e-12
 def _check_null_metric(metric: str, k: int | None) -> int | None:
     if metric not in RANDOM_NULL_METRICS:
         raise ConfigError(f"The 'metric' argument must be one of {', '.join(map(repr, RANDOM_NULL_METRICS))}. Got {metric!r}.")
-    if metric == "reciprocal_rank":
+    if metric in ("reciprocal_rank", "roc_auc"):
         return None
     return _check_k(k)  # type: ignore[arg-type]
 
@@ -599,21 +759,29 @@ def random_value_pmf(metric: str, pool_size: int, n_relevant: int, k: int | None
     * the others: the number ``X`` of proponents in the top ``k' = min(k, N)`` is
       hypergeometric, ``P(X = x) = C(m, x) C(N − m, k' − x) / C(N, k')``
       (``lgamma``, renormalised), with value ``[X > 0]`` (``hit_at_k``),
-      ``X/m`` (``recall_at_k``) or ``X/k`` (``precision_at_k``, FTRACE's hits / k).
+      ``X/m`` (``recall_at_k``), ``X/k`` (``precision_at_k``, FTRACE's hits / k)
+      or ``X/k'`` (``contradiction_rate_at_k``, whose "proponents" are the ``m``
+      contradicting candidates);
+    * ``roc_auc``: the Mann–Whitney count ``U`` of (relevant above other) pairs
+      has the exact distribution of the ranks' sum, ``P(U = u)`` from the
+      recurrence ``p_{i,j}(u) = i/(i+j)·p_{i−1,j}(u − j) + j/(i+j)·p_{i,j−1}(u)``
+      over ``i`` relevant and ``j`` other items (value ``U/(m(N − m))``; exact up
+      to ``m(N − m) =`` :data:`MANN_WHITNEY_EXACT_LIMIT`, the continuity-corrected
+      normal approximation above it unless ``min(m, N − m) = 1``, where it is uniform).
 
     A query without proponents (``m = 0``) has the single value 0 (NaN for
-    ``recall_at_k``, as :func:`recall_at_k`).
+    ``recall_at_k``, as :func:`recall_at_k`; NaN for ``roc_auc`` also when ``m = N``).
 
     Parameters
     ----------
-    metric : {"reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k"}
+    metric : {"reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k", "roc_auc", "contradiction_rate_at_k"}
         The per-query metric (:data:`RANDOM_NULL_METRICS`).
     pool_size : int
         ``N``, the query's number of candidates (>= 1).
     n_relevant : int
-        ``m``, its proponents among them (``0 <= m <= N``).
+        ``m``, its proponents (contradicting items for ``contradiction_rate_at_k``) among them (``0 <= m <= N``).
     k : int, optional
-        Top-set size (>= 1); required except for ``reciprocal_rank``.
+        Top-set size (>= 1); required except for ``reciprocal_rank`` and ``roc_auc``.
 
     Returns
     -------
@@ -628,6 +796,9 @@ def random_value_pmf(metric: str, pool_size: int, n_relevant: int, k: int | None
     >>> values, probabilities = random_value_pmf("hit_at_k", 660, 2, k=10)
     >>> values.tolist(), round(float(probabilities[1]), 4)  # = random_hit_at_k(660, 2, 10)
     ([0.0, 1.0], 0.0301)
+    >>> values, probabilities = random_value_pmf("roc_auc", 4, 2)  # U = 0 … 4 with counts 1, 1, 2, 1, 1 over C(4, 2) orders
+    >>> values.tolist(), [round(p, 6) for p in probabilities.tolist()]
+    ([0.0, 0.25, 0.5, 0.75, 1.0], [0.166667, 0.166667, 0.333333, 0.166667, 0.166667])
     """
     k = _check_null_metric(metric, k)
     n_t, m_t = _sizes(pool_size, n_relevant)
@@ -635,6 +806,11 @@ def random_value_pmf(metric: str, pool_size: int, n_relevant: int, k: int | None
         raise ConfigError(f"The 'pool_size' and 'n_relevant' arguments must be single integers. Got shape {tuple(n_t.shape)}.")
     n, m = int(n_t), int(m_t)
     one = torch.ones(1, dtype=torch.float64)
+    if metric == "roc_auc":
+        if m == 0 or m == n:
+            return torch.full((1,), math.nan, dtype=torch.float64), one
+        p = torch.tensor(_mann_whitney_pmf(m, n - m), dtype=torch.float64)
+        return torch.arange(p.numel(), dtype=torch.float64) / (m * (n - m)), p / p.sum()
     if m == 0:
         return torch.full((1,), math.nan if metric == "recall_at_k" else 0.0, dtype=torch.float64), one
     if metric == "reciprocal_rank":
@@ -656,6 +832,8 @@ def random_value_pmf(metric: str, pool_size: int, n_relevant: int, k: int | None
     if metric == "hit_at_k":
         miss = p[x == 0].sum()
         return torch.tensor([0.0, 1.0], dtype=torch.float64), torch.stack([miss, 1.0 - miss])
+    if metric == "contradiction_rate_at_k":
+        return x / top, p
     return (x / m if metric == "recall_at_k" else x / k), p
 
 
@@ -672,8 +850,8 @@ def sample_random_values(metric: str, pool_sizes: Tensor | int, n_relevant: Tens
 
     Parameters
     ----------
-    metric : {"reciprocal_rank", "hit_at_k", "recall_at_k", "precision_at_k"}
-        The per-query metric.
+    metric : str
+        The per-query metric, one of :data:`RANDOM_NULL_METRICS`.
     pool_sizes, n_relevant : Tensor or int
         ``[n_test]`` pool size ``N`` and proponent count ``m`` of each query (broadcast together).
     k : int, optional
@@ -726,7 +904,8 @@ def sample_random_values(metric: str, pool_sizes: Tensor | int, n_relevant: Tens
 
 
 def random_null(observed: float, metric: str, pool_sizes: Tensor | int, n_relevant: Tensor | int, k: int | None = None,
-                n_draws: int = 10_000, level: float = 0.95, *, generator: torch.Generator) -> tuple[tuple[float, float], float]:
+                n_draws: int = 10_000, level: float = 0.95, *, generator: torch.Generator,
+                higher_is_better: bool = True) -> tuple[tuple[float, float], float]:
     """Where a random attributor's value falls on these pools, and how surprising ``observed`` is under it.
 
     From ``n_draws`` draws ``v_1 … v_B`` of :func:`sample_random_values`:
@@ -739,7 +918,9 @@ def random_null(observed: float, metric: str, pool_sizes: Tensor | int, n_releva
       probability that a random attributor does at least as well (the ``+1``
       keeps it a valid p-value, never 0; its smallest value is ``1/(B + 1)``).
       Values within 1e-12 of ``observed`` count as ties (≥), so summation
-      round-off never makes it anti-conservative.
+      round-off never makes it anti-conservative. For a metric where lower is
+      better (``higher_is_better=False``: the contradiction rate@k) "at least as
+      well" is ``v_b ≤ observed``: ``(1 + #{b : v_b ≤ observed}) / (B + 1)``.
 
     Parameters
     ----------
@@ -749,6 +930,8 @@ def random_null(observed: float, metric: str, pool_sizes: Tensor | int, n_releva
         As :func:`sample_random_values`.
     level : float
         Coverage of the interval, in (0, 1).
+    higher_is_better : bool
+        The metric's direction: which tail the p-value counts (keyword only).
 
     Returns
     -------
@@ -768,12 +951,17 @@ def random_null(observed: float, metric: str, pool_sizes: Tensor | int, n_releva
     observed = float(observed)
     if not math.isfinite(observed):
         raise ConfigError(f"The 'observed' argument must be a finite value. Got {observed!r}.")
+    if not isinstance(higher_is_better, bool):
+        raise ConfigError(f"The 'higher_is_better' argument must be a bool. Got {higher_is_better!r}.")
     draws = sample_random_values(metric, pool_sizes, n_relevant, k, n_draws, generator=generator)
     if bool(torch.isnan(draws).all()):
         return (math.nan, math.nan), math.nan
     tail = (1.0 - level) / 2.0
     low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
-    at_least = int((draws >= observed - _TIE_TOLERANCE).sum())
+    if higher_is_better:
+        at_least = int((draws >= observed - _TIE_TOLERANCE).sum())
+    else:
+        at_least = int((draws <= observed + _TIE_TOLERANCE).sum())
     return (low, high), (1 + at_least) / (n_draws + 1)
 
 

@@ -2,7 +2,7 @@
 
 from tdaeval.metrics.base import Metric, MetricResult, get_metric, metric_class, metric_names, register_metric
 from tdaeval.metrics.detection import MislabelDetection
-from tdaeval.metrics.fact_tracing import MRR, HitAtK, PrecisionAtK, RecallAtK, RecallAtKMetric
+from tdaeval.metrics.fact_tracing import MRR, ContradictionRateAtK, HitAtK, PrecisionAtK, RecallAtK, RecallAtKMetric, RocAuc
 from tdaeval.metrics.further import FurtherTraining, FurtherTrainingSpearman
 from tdaeval.metrics.heuristics import (
     ClassDetection,
@@ -16,12 +16,14 @@ from tdaeval.metrics.lds import LDS
 from tdaeval.metrics.loo import LOO, LOOPearson
 from tdaeval.metrics.reliability import SeedRankStability, SeedReliability
 from tdaeval.metrics.removal import Brittleness, FlipTest, TopKRemoval
+from tdaeval.metrics.sets import SetF1, SetPrecision, SetRecall
 from tdaeval.metrics.tail_patch import TailPatch
 
 __all__ = [
-    "Brittleness", "ClassDetection", "HitAtK", "MRR", "PrecisionAtK", "RecallAtK", "RecallAtKMetric",
+    "Brittleness", "ClassDetection", "ContradictionRateAtK", "RocAuc", "HitAtK", "MRR", "PrecisionAtK", "RecallAtK", "RecallAtKMetric",
     "FlipTest", "FurtherTraining", "FurtherTrainingSpearman", "LDS", "LOO",
     "LOOPearson", "MislabelDetection", "MixedDatasets", "ModelRandomization", "ShortcutDetection",
-    "SubclassDetection", "TailPatch", "TopKCardinality", "SeedRankStability", "SeedReliability", "TopKRemoval", "Metric",
+    "SetF1", "SetPrecision", "SetRecall", "SubclassDetection", "TailPatch", "TopKCardinality", "SeedRankStability",
+    "SeedReliability", "TopKRemoval", "Metric",
     "MetricResult", "get_metric", "metric_class", "metric_names", "register_metric",
 ]

@@ -1,4 +1,4 @@
-"""Fact-tracing retrieval metrics: MRR, hit@k, recall@k and precision@k of the known proponents (issue #16; FTRACE, Quanda).
+"""Fact-tracing retrieval metrics: MRR, hit@k, recall@k, precision@k, ROC-AUC of the known proponents, contradiction rate@k (issues #16, #17).
 
 The truth is the task's entailment matrix (which training sentences state
 each query's fact), built by construction, with no retraining. Math (tie
@@ -17,12 +17,20 @@ from torch import Tensor
 
 import tdaeval.functional as F
 from tdaeval.errors import ConfigError
-from tdaeval.functional.retrieval import quasi_wilson_ci, random_dispersion, random_null
+from tdaeval.functional.retrieval import (
+    contradiction_rate_at_k,
+    quasi_wilson_ci,
+    random_contradiction_rate_at_k,
+    random_dispersion,
+    random_null,
+    random_roc_auc,
+    roc_auc,
+)
 from tdaeval.groundtruth.truths import NO_TRUTH, EntailmentTruth, GroundTruth
 from tdaeval.metrics.base import Metric, MetricResult, register_metric
 from tdaeval.params import Interval, Options
 
-__all__ = ["MRR", "HitAtK", "RecallAtK", "PrecisionAtK", "RecallAtKMetric", "PROTOCOLS", "TIE_RULE"]
+__all__ = ["MRR", "HitAtK", "RecallAtK", "PrecisionAtK", "RecallAtKMetric", "RocAuc", "ContradictionRateAtK", "PROTOCOLS", "TIE_RULE"]
 
 #: ``"full"``: rank the whole training set; ``"rerank"``: FTRACE's per-query candidate pools.
 PROTOCOLS = ("full", "rerank")
@@ -33,7 +41,8 @@ ANSWER_SHARING = "same_object"
 #: How ``random_interval`` and ``p_value_vs_random`` are computed (recorded in the provenance).
 RANDOM_NULL_METHOD = ("Monte-Carlo of the value (mean over queries) of a random attributor on the same pools: each query's value drawn from "
                       "its exact null distribution (first-proponent rank P(r) = C(N-r, m-1)/C(N, m); hypergeometric top-k count); "
-                      "p = (1 + #{draws >= value}) / (n_draws + 1), one-sided")
+                      "Mann-Whitney distribution of the AUC's U; p = (1 + #{draws at least as good as the value}) / (n_draws + 1), one-sided "
+                      "(>= when higher is better, <= for the contradiction rate)")
 #: How the CI is computed (``provenance["ci_method"]``); the percentile bootstrap's interval stays in ``provenance["ci_percentile_bootstrap"]``.
 CI_METHOD = ("quasi-binomial Wilson score interval of the mean of the per-query values scaled to [0, 1] by ci_upper, "
              "dispersion = clip(max(sample dispersion, random attributor's dispersion on these pools), 0, 1)")
@@ -63,6 +72,8 @@ class _FactTracing(Metric):
     definition: str = ""
     #: The per-query function's name in :data:`tdaeval.functional.retrieval.RANDOM_NULL_METRICS` (its null distribution).
     null_metric: str = ""
+    #: What the "relevant" items of a query are (provenance ``target``): the proponents, or the contradicting items.
+    target: str = "proponents"
 
     def __init__(self, k: int = 10, protocol: str = "full", n_target_distractors: int = 100, n_random_distractors: int = 100,
                  n_bootstrap: int = 2000, seed: int = 0, n_random_draws: int = 10_000) -> None:
@@ -96,6 +107,10 @@ class _FactTracing(Metric):
         """More provenance (MRR adds hit@1)."""
         return {}
 
+    def _relevant(self, truth: EntailmentTruth) -> Tensor:
+        """``[n_test, n_train]`` bool: the items whose ranking the metric grades (the proponents; the contradiction rate overrides)."""
+        return truth.entailment.cpu()
+
     # ------------------------------------------------------------------ shared
 
     def _candidates(self, truth: EntailmentTruth) -> Tensor:
@@ -115,7 +130,7 @@ class _FactTracing(Metric):
         scores = self._scores(scores, n_test=truth.n_test, n_train=truth.n_train).detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(scores).all()):
             raise ConfigError(f"Metric {self.name!r}: the scores have non-finite values (a ranking needs finite scores).")
-        relevant = truth.entailment.cpu()
+        relevant = self._relevant(truth)
         candidates = self._candidates(truth)
         per_query = self._per_query(scores, relevant, candidates)
         pool, n_relevant = candidates.sum(dim=1), (relevant & candidates).sum(dim=1)
@@ -123,6 +138,7 @@ class _FactTracing(Metric):
         provenance: dict[str, Any] = {
             "kind": "fact_tracing",
             "definition": self.definition,
+            "target": self.target,
             "tie_rule": TIE_RULE,
             "protocol": self.protocol,
             "k": self.k,
@@ -177,7 +193,8 @@ class _FactTracing(Metric):
             provenance.update({"random_interval": None, "p_value_vs_random": None})
             return
         generator = torch.Generator().manual_seed(self.seed)
-        (low, high), p_value = random_null(result.value, self.null_metric, pool, n_relevant, self.k, self.n_random_draws, generator=generator)
+        (low, high), p_value = random_null(result.value, self.null_metric, pool, n_relevant, self.k, self.n_random_draws, generator=generator,
+                                           higher_is_better=self.higher_is_better)
         provenance.update({
             "random_interval": [_nan_to_none(low), _nan_to_none(high)],
             "p_value_vs_random": _nan_to_none(p_value),
@@ -380,3 +397,124 @@ class PrecisionAtK(_FactTracing):
     def _upper(self, pool: Tensor, n_relevant: Tensor) -> float:
         most = int(torch.minimum(torch.minimum(pool, n_relevant), torch.tensor(self.k)).max())  # the most hits a query can have
         return most / self.k if most > 0 else 1.0
+
+
+@register_metric
+class RocAuc(_FactTracing):
+    """Per-query ROC-AUC of the proponents against every other candidate (DDA's metric, Wu et al. 2024 §5), averaged over queries.
+
+    Each query's AUC is the Mann–Whitney statistic of its candidates' scores
+    with positives = its proponents and negatives = all its other candidates
+    (the other fine-tuning items in DDA's hallucination tracing):
+    ``U/(P·Q)``, ``U`` the number of (proponent, other) pairs ranked the right
+    way, a tied pair counting ½ — the family's tie rule, the exact expectation
+    over random tie-breaking (:func:`tdaeval.functional.retrieval.roc_auc`;
+    equal to ``sklearn.metrics.roc_auc_score`` per query). Random scores give
+    0.5 (``random_baseline``).
+
+    A query whose candidates hold no proponent or no other item has no AUC:
+    its value is NaN, left out of the mean and counted (``n_nan``;
+    ``n_queries_without_positive`` and ``n_queries_without_negative`` in the
+    provenance); when no query is left the metric raises a ``ConfigError``.
+
+    ``random_interval`` and ``p_value_vs_random`` come from each query's exact
+    null (the Mann–Whitney distribution of ``U`` for its ``P`` and ``Q``,
+    :func:`tdaeval.functional.retrieval.random_value_pmf`), the CI is the
+    quasi-binomial Wilson interval floored at a random attributor's dispersion
+    ``(N + 1)/(3PQ)`` (averaged over queries), all as :class:`MRR`. ``k`` only
+    sets the top-``k`` category breakdown of the provenance. Parameters as :class:`MRR`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import EntailmentTruth
+    >>> truth = EntailmentTruth(torch.tensor([[True, False, False, False], [False, False, True, True]]))
+    >>> scores = torch.tensor([[0.5, 0.9, 0.5, 0.0], [0.3, 0.05, 0.8, 0.1]])
+    >>> result = RocAuc(n_bootstrap=100).compute(scores, truth)
+    >>> result.per_example.tolist(), result.provenance["random_baseline"]  # (0 + 1/2 + 1)/3; 3 of 4 pairs right
+    ([0.5, 0.75], 0.5)
+    """
+
+    name = "roc_auc"
+    null_metric = "roc_auc"
+    definition = ("ROC-AUC of the query's candidates' scores, positives = its proponents, negatives = its other candidates, "
+                  "ties 1/2 (Mann-Whitney U / (P Q); NaN without a positive or a negative)")
+
+    def _per_query(self, scores: Tensor, relevant: Tensor, candidates: Tensor) -> Tensor:
+        values = roc_auc(scores, relevant, candidates)
+        if not bool(torch.isfinite(values).any()):
+            raise ConfigError(f"Metric {self.name!r} needs a query with both a proponent and another item among its candidates. "
+                              f"Got none of {values.numel()} queries.")
+        return values
+
+    def _random(self, pool: Tensor, n_relevant: Tensor) -> Tensor:
+        return random_roc_auc(pool, n_relevant)
+
+    def _extra(self, scores: Tensor, relevant: Tensor, candidates: Tensor) -> dict[str, Any]:
+        positives = (relevant & candidates).sum(dim=1)
+        negatives = candidates.sum(dim=1) - positives
+        return {"n_queries_without_positive": int((positives == 0).sum()), "n_queries_without_negative": int((negatives == 0).sum()),
+                "excluded_queries": "queries without a proponent or without another candidate have no AUC: NaN, left out of the mean"}
+
+
+@register_metric
+class ContradictionRateAtK(_FactTracing):
+    """Share of each query's top ``k`` that CONTRADICTS its fact (category ``"contradiction"``), averaged over queries; LOWER is better.
+
+    FASTTRACK's point (Chen et al. 2024): an item can be relevant to a query
+    (same subject and relation) without supporting it; a sentence stating
+    ``(s, r, o′)`` contradicts the query's ``(s, r, o)``. Lexical and
+    similarity attributors rank these high; a verifier does not. The value of
+    a query is ``Σ_{i contradicting} P(i ∈ top-k) / min(k, N)`` with the
+    family's tie rule (:func:`tdaeval.functional.retrieval.contradiction_rate_at_k`;
+    :func:`~tdaeval.functional.retrieval.topk_inclusion`), the
+    ``"contradiction"`` share of the category breakdown that every
+    fact-tracing result reports. It needs the truth's categories with a
+    ``"contradiction"`` category (a ``ConfigError`` otherwise); a query with no
+    contradicting candidate scores 0.
+
+    Random scores give ``c/N`` (``c`` contradicting among ``N`` candidates;
+    ``random_baseline``). ``random_interval`` and ``p_value_vs_random`` come
+    from the exact null (a hypergeometric count of contradictions in the top
+    ``min(k, N)``); the p-value is the probability that a random attributor
+    does at least as well, i.e. has a rate AT MOST the value. The CI is the
+    quasi-binomial Wilson interval as :class:`MRR`, with values scaled by the
+    most a query can reach, ``max_q min(c_q, k')/k'`` (``ci_upper``,
+    ``k' = min(k, N_q)``). ``n_relevant_mean`` and ``n_queries_without_relevant``
+    in the provenance count contradicting candidates (``target``). Parameters as :class:`MRR`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import EntailmentTruth
+    >>> names = ("other", "proponent", "contradiction")
+    >>> categories = torch.tensor([[1, 2, 0, 2], [0, 2, 1, 0]], dtype=torch.int8)
+    >>> truth = EntailmentTruth(categories == 1, categories, names)
+    >>> scores = torch.tensor([[0.1, 0.9, 0.5, 0.8], [0.3, 0.2, 0.8, 0.1]])
+    >>> result = ContradictionRateAtK(k=2, n_bootstrap=100).compute(scores, truth)
+    >>> result.per_example.tolist(), result.higher_is_better  # both top-2 items contradict; none of (0.8, 0.3) does
+    ([1.0, 0.0], False)
+    """
+
+    name = "contradiction_rate_at_k"
+    null_metric = "contradiction_rate_at_k"
+    higher_is_better = False
+    target = "contradictions"
+    definition = "share of the query's top-k candidates whose category is 'contradiction' (lower is better)"
+
+    def _relevant(self, truth: EntailmentTruth) -> Tensor:
+        if truth.categories is None or CONTRADICTION not in truth.category_names:
+            raise ConfigError(f"Metric {self.name!r} needs the truth's categories with a {CONTRADICTION!r} category "
+                              f"(e.g. the language_model task's). Got categories {list(truth.category_names)}.")
+        return truth.category(CONTRADICTION).cpu()
+
+    def _per_query(self, scores: Tensor, relevant: Tensor, candidates: Tensor) -> Tensor:
+        return contradiction_rate_at_k(scores, relevant, self.k, candidates)
+
+    def _random(self, pool: Tensor, n_relevant: Tensor) -> Tensor:
+        return random_contradiction_rate_at_k(pool, n_relevant, self.k)
+
+    def _upper(self, pool: Tensor, n_relevant: Tensor) -> float:
+        top = pool.clamp(max=self.k).double()
+        most = float((torch.minimum(n_relevant.double(), top) / top).max())  # the largest share a query can reach
+        return most if most > 0 else 1.0

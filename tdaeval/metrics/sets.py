@@ -198,6 +198,15 @@ class SetRecall(_SetMetric):
     A query without proponents scores 1 with an empty set and 0 otherwise.
     Parameters and provenance as :class:`SetPrecision`. With ``threshold="rank"``
     the set size is ``|P|``, so set recall = set precision = set F1 (R-precision).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import EntailmentTruth
+    >>> truth = EntailmentTruth(torch.tensor([[True, True, False, False], [False, False, True, False]]))
+    >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.0], [0.3, 0.2, 0.8, 0.1]])
+    >>> SetRecall(threshold=0.5, n_bootstrap=100).compute(scores, truth).per_example.tolist()  # sets {0, 2} and {2}
+    [0.5, 1.0]
     """
 
     name = "set_recall"
@@ -214,6 +223,15 @@ class SetF1(_SetMetric):
 
     1 when the set and the proponents are both empty. Parameters and
     provenance as :class:`SetPrecision`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tdaeval.groundtruth import EntailmentTruth
+    >>> truth = EntailmentTruth(torch.tensor([[True, True, False, False], [False, False, True, False]]))
+    >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.0], [0.3, 0.2, 0.8, 0.1]])
+    >>> SetF1(threshold=0.5, n_bootstrap=100).compute(scores, truth).per_example.tolist()  # 2·1/(2+2), 2·1/(1+1)
+    [0.5, 1.0]
     """
 
     name = "set_f1"

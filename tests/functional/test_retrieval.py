@@ -626,3 +626,191 @@ def test_bad_input_is_a_one_line_config_error(call, match):
     with pytest.raises(ConfigError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- ROC-AUC and the contradiction rate@k (issue #17)
+
+R = F.retrieval
+
+
+def _sklearn_auc(scores: torch.Tensor, relevant: torch.Tensor, candidates: torch.Tensor) -> np.ndarray:
+    """``sklearn.metrics.roc_auc_score`` of each row's candidates (NaN without a positive or a negative)."""
+    from sklearn.metrics import roc_auc_score
+
+    out = []
+    for q in range(scores.shape[0]):
+        pool = candidates[q]
+        y, x = relevant[q][pool].numpy(), scores[q][pool].numpy()
+        out.append(roc_auc_score(y, x) if 0 < y.sum() < y.size else math.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_roc_auc_equals_sklearn_per_query_with_ties_and_candidates(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_test, n_train = 40, 25
+    scores = torch.randint(0, 4, (n_test, n_train), generator=g).double()  # many ties
+    relevant = torch.rand(n_test, n_train, generator=g) < 0.25
+    candidates = torch.rand(n_test, n_train, generator=g) < 0.7
+    candidates[:, 0] = True
+    relevant[0], relevant[1] = False, candidates[1]  # a query without positives, one without negatives
+    got = R.roc_auc(scores, relevant, candidates)
+    expected = _sklearn_auc(scores, relevant, candidates)
+    assert got.dtype == torch.float64 and got.shape == (n_test,)
+    assert math.isnan(got[0]) and math.isnan(got[1])
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
+    full = R.roc_auc(scores, relevant)  # no candidates: every item ranked
+    np.testing.assert_allclose(full.numpy(), _sklearn_auc(scores, relevant, torch.ones_like(relevant)), rtol=0, atol=1e-12)
+
+
+def test_roc_auc_ties_are_the_average_over_all_tie_breaking_orders():
+    """Counting a tied (positive, negative) pair 1/2 is the family's rule: the mean AUC over every order of each tie group."""
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randint(0, 3, (8, 6), generator=g).double()
+    relevant = torch.rand(8, 6, generator=g) < 0.4
+    relevant[:, 0], relevant[:, 1] = True, False
+    got = R.roc_auc(scores, relevant)
+    for q in range(8):
+        values = []
+        for order in itertools.permutations(range(6)):  # a strict order consistent with the scores: tie-broken by the permutation
+            rank = {i: (float(scores[q, i]), -order.index(i)) for i in range(6)}
+            pos = [i for i in range(6) if relevant[q, i]]
+            neg = [i for i in range(6) if not relevant[q, i]]
+            values.append(sum(rank[i] > rank[j] for i in pos for j in neg) / (len(pos) * len(neg)))
+        assert float(got[q]) == pytest.approx(float(np.mean(values)), abs=1e-12)
+
+
+@pytest.mark.parametrize("n,m", [(2, 1), (4, 2), (5, 2), (6, 3), (7, 2), (8, 4), (9, 3), (5, 0), (5, 5)])
+def test_roc_auc_null_equals_enumeration_of_every_order(n, m):
+    """The exact Mann–Whitney pmf against every one of the C(n, m) placements of the positives (exact fractions)."""
+    values, probabilities = R.random_value_pmf("roc_auc", n, m)
+    if m in (0, n):
+        assert values.numel() == 1 and math.isnan(values[0]) and probabilities.tolist() == [1.0]
+        return
+    counts: dict[float, Fraction] = {}
+    placements = list(itertools.combinations(range(n), m))  # positions (0 = lowest score) of the positives
+    for positions in placements:
+        u = sum(p - i for i, p in enumerate(positions))  # negatives below each positive
+        key = round(u / (m * (n - m)), 12)
+        counts[key] = counts.get(key, Fraction(0)) + Fraction(1, len(placements))
+    got = {round(v, 12): p for v, p in zip(values.tolist(), probabilities.tolist()) if p > 0}
+    assert set(got) == set(counts)
+    for value, p in counts.items():
+        assert got[value] == pytest.approx(float(p), abs=1e-14)
+    assert bool((values[1:] > values[:-1]).all()) and probabilities.sum().item() == pytest.approx(1.0, abs=1e-14)
+
+
+@pytest.mark.parametrize("m,q", [(2, 658), (3, 2000), (15, 400), (1, 5000), (40, 3000)])
+def test_roc_auc_null_has_the_mann_whitney_moments(m, q):
+    """Mean 1/2 and variance (N + 1)/(12 m q) (exact DP, the uniform case m = 1, and the normal approximation for m q > the limit)."""
+    values, probabilities = R.random_value_pmf("roc_auc", m + q, m)
+    mean = float((values * probabilities).sum())
+    variance = float(((values - mean) ** 2 * probabilities).sum())
+    assert mean == pytest.approx(0.5, abs=1e-12)
+    assert variance == pytest.approx((m + q + 1) / (12 * m * q), rel=1e-9 if m * q <= R.MANN_WHITNEY_EXACT_LIMIT else 1e-3)
+    assert bool((probabilities >= 0).all()) and probabilities.sum().item() == pytest.approx(1.0, abs=1e-12)
+    symmetric = torch.flip(probabilities, [0])
+    torch.testing.assert_close(probabilities, symmetric, rtol=0, atol=1e-14)
+
+
+def test_roc_auc_null_matches_random_score_matrices():
+    """Per-query AUCs of 20,000 random score rows (N = 9, m = 3) against the exact pmf, within 4.5 SE."""
+    n, m, draws = 9, 3, 20_000
+    relevant = torch.zeros(draws, n, dtype=torch.bool)
+    relevant[:, :m] = True
+    scores = torch.rand(draws, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    observed = R.roc_auc(scores, relevant)
+    values, probabilities = R.random_value_pmf("roc_auc", n, m)
+    for value, p in zip(values.tolist(), probabilities.tolist()):
+        frequency = (observed - value).abs().lt(1e-12).double().mean().item()
+        assert abs(frequency - p) < 4.5 * math.sqrt(p * (1 - p) / draws) + 1e-12, (value, frequency, p)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "contradiction_rate_at_k"])
+def test_new_nulls_sampled_values_match_random_score_matrices(metric):
+    """The value (mean over queries) drawn from the exact per-query nulls vs 3000 random score matrices: two-sample KS and moments."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    relevant, candidates = _null_fixture()
+    k, draws = 3, 3000
+    scores = torch.rand(draws * relevant.shape[0], relevant.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    tiled = (relevant.repeat(draws, 1), candidates.repeat(draws, 1))
+    if metric == "roc_auc":
+        per_query = R.roc_auc(scores, *tiled)
+    else:
+        per_query = R.contradiction_rate_at_k(scores, tiled[0], k, tiled[1])
+    brute = per_query.reshape(draws, -1).nanmean(dim=1)
+    sampled = R.sample_random_values(metric, candidates.sum(dim=1), (relevant & candidates).sum(dim=1), k, draws,
+                                     generator=torch.Generator().manual_seed(3))
+    assert scipy_stats.ks_2samp(brute.numpy(), sampled.numpy()).pvalue > 1e-3
+    assert abs(brute.mean().item() - sampled.mean().item()) < 4 * brute.std().item() * math.sqrt(2 / draws)
+    assert sampled.std().item() == pytest.approx(brute.std().item(), rel=0.1)
+
+
+def test_contradiction_rate_equals_a_literal_loop_and_the_breakdown_column():
+    g = torch.Generator().manual_seed(8)
+    n_test, n_train, k = 30, 40, 7
+    scores = torch.randn(n_test, n_train, generator=g, dtype=torch.float64)  # tie-free
+    categories = torch.randint(0, 4, (n_test, n_train), generator=g, dtype=torch.int8)
+    contradicting = categories == 3
+    got = R.contradiction_rate_at_k(scores, contradicting, k)
+    literal = []
+    for q in range(n_test):
+        top = sorted(range(n_train), key=lambda i: -float(scores[q, i]))[:k]
+        literal.append(sum(bool(contradicting[q, i]) for i in top) / k)
+    np.testing.assert_allclose(got.numpy(), literal, rtol=0, atol=1e-15)
+    torch.testing.assert_close(got, F.category_breakdown(scores, categories, k, 4)[:, 3], rtol=0, atol=1e-15)
+    # with ties and candidates: the breakdown column again (its tie rule is checked against every tie-breaking order above)
+    tied = torch.randint(0, 3, (n_test, n_train), generator=g).double()
+    pool = torch.rand(n_test, n_train, generator=g) < 0.3  # some pools smaller than k: the share of min(k, N)
+    pool[:, 0] = True
+    torch.testing.assert_close(R.contradiction_rate_at_k(tied, contradicting, k, pool),
+                               F.category_breakdown(tied, categories, k, 4, pool)[:, 3], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("n,c,k", [(10, 3, 4), (6, 0, 2), (5, 5, 3), (4, 2, 10), (660, 33, 10)])
+def test_contradiction_rate_null_is_the_closed_form_and_hypergeometric(n, c, k):
+    """Constant scores score c/N exactly (expected count k·c/N over k); the pmf is hypergeometric / min(k, N) (enumeration when small)."""
+    assert float(R.random_contradiction_rate_at_k(n, c, k)) == pytest.approx(c / n, abs=1e-15)
+    contradicting = torch.zeros(1, n, dtype=torch.bool)
+    contradicting[0, :c] = True
+    assert float(R.contradiction_rate_at_k(torch.zeros(1, n), contradicting, k)) == pytest.approx(c / n, abs=1e-14)
+    values, probabilities = R.random_value_pmf("contradiction_rate_at_k", n, c, k)
+    assert float((values * probabilities).sum()) == pytest.approx(c / n, abs=1e-12)
+    if n > 12:
+        return
+    top = min(k, n)
+    counts: dict[float, Fraction] = {}
+    placements = list(itertools.combinations(range(n), c))
+    for ranks in placements:
+        key = round(sum(1 for r in ranks if r < top) / top, 12)
+        counts[key] = counts.get(key, Fraction(0)) + Fraction(1, len(placements))
+    got = {round(v, 12): p for v, p in zip(values.tolist(), probabilities.tolist()) if p > 0}
+    assert set(got) == set(counts)
+    for value, p in counts.items():
+        assert got[value] == pytest.approx(float(p), abs=1e-13)
+
+
+def test_random_null_counts_the_lower_tail_when_lower_is_better():
+    sizes, contradicting = torch.full((50,), 200), torch.full((50,), 20)
+    draws = R.sample_random_values("contradiction_rate_at_k", sizes, contradicting, 10, 2000, generator=torch.Generator().manual_seed(9))
+    for observed in (0.0, 0.05, 0.1, 0.2, 1.0):
+        (_, _), p = R.random_null(observed, "contradiction_rate_at_k", sizes, contradicting, 10, 2000,
+                                  generator=torch.Generator().manual_seed(9), higher_is_better=False)
+        assert p == (1 + int((draws.numpy() <= observed + 1e-12).sum())) / 2001
+    assert R.random_null(0.0, "contradiction_rate_at_k", sizes, contradicting, 10, 999, generator=torch.Generator(),
+                         higher_is_better=False)[1] == 1 / 1000  # no random attributor avoids every contradiction on 50 queries
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: R.roc_auc(torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.bool)), r"'relevant' argument must be a bool Tensor of shape \(2, 3\)"),
+        (lambda: R.contradiction_rate_at_k(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), 0), r"'k' argument must be an integer >= 1"),
+        (lambda: R.random_value_pmf("auc", 5, 2), r"'metric' argument must be one of .*'roc_auc'"),
+        (lambda: R.random_null(0.5, "roc_auc", 5, 2, generator=torch.Generator(), higher_is_better=1), r"'higher_is_better' argument must be a bool"),
+    ],
+)
+def test_new_functions_bad_input_is_a_one_line_config_error(call, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)

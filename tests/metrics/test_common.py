@@ -288,6 +288,53 @@ def _fact_tracing(name: str) -> Callable[[], Case]:
     return build
 
 
+def _roc_auc() -> Case:
+    r = _rng(13)
+    n_test, n_train = 60, 80
+    entailment = r.random((n_test, n_train)) < 0.05
+    entailment[np.arange(n_test), r.integers(0, n_train, n_test)] = True  # every query has a positive
+    scores = r.integers(0, 6, size=(n_test, n_train)).astype(float)  # many ties: sklearn counts a tied pair 1/2
+    reference = np.array([roc_auc_score(entailment[q], scores[q]) for q in range(n_test)])
+    metric = get_metric("roc_auc", n_bootstrap=100)
+    return Case(metric, torch.tensor(scores), EntailmentTruth(torch.tensor(entailment)), reference, chance=0.5, tolerance=0.05)
+
+
+def _contradiction_rate() -> Case:
+    r = _rng(14)
+    n_test, n_train, k = 60, 120, 10
+    names = ("other", "proponent", "same_subject", "same_object", "same_relation", "contradiction")
+    codes = r.choice(len(names), size=(n_test, n_train), p=[0.6, 0.03, 0.1, 0.1, 0.07, 0.1])
+    scores = r.normal(size=(n_test, n_train))
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    reference = np.array([sum(codes[q, i] == 5 for i in top[q]) / k for q in range(n_test)])  # a literal loop over the top-k
+    truth = EntailmentTruth(torch.tensor(codes == 1), torch.tensor(codes, dtype=torch.int8), names)
+    metric = get_metric("contradiction_rate_at_k", k=k, n_bootstrap=100)
+    return Case(metric, torch.tensor(scores), truth, reference, chance=float((codes == 5).mean()), tolerance=0.03)
+
+
+def _set_metric(name: str) -> Callable[[], Case]:
+    def build() -> Case:
+        from sklearn.metrics import precision_recall_fscore_support
+
+        r = _rng(13)
+        n_test, n_train, m = 60, 120, 3
+        entailment = np.zeros((n_test, n_train), dtype=bool)
+        for q in range(n_test):
+            entailment[q, r.choice(n_train, m, replace=False)] = True
+        scores = r.normal(size=(n_test, n_train))
+        column = {"set_precision": 0, "set_recall": 1, "set_f1": 2}[name]
+        reference = []
+        for q in range(n_test):  # R-precision: the literal top-m set, scored by scikit-learn
+            chosen = np.zeros(n_train, dtype=bool)
+            chosen[np.argsort(-scores[q], kind="stable")[:m]] = True
+            reference.append(precision_recall_fscore_support(entailment[q], chosen, average="binary", zero_division=0.0)[column])
+        metric = get_metric(name, threshold="rank", n_bootstrap=100)
+        return Case(metric, torch.tensor(scores), EntailmentTruth(torch.tensor(entailment)), np.array(reference),
+                    chance=m / n_train, tolerance=0.02)
+
+    return build
+
+
 # ----------------------------------------------------------------------------- removal: the gold standard is retraining
 
 
@@ -358,6 +405,11 @@ CASES: dict[str, Callable[..., Case]] = {
     "hit_at_k": _fact_tracing("hit_at_k"),
     "recall_at_k": _fact_tracing("recall_at_k"),
     "precision_at_k": _fact_tracing("precision_at_k"),
+    "roc_auc": _roc_auc,
+    "contradiction_rate_at_k": _contradiction_rate,
+    "set_precision": _set_metric("set_precision"),
+    "set_recall": _set_metric("set_recall"),
+    "set_f1": _set_metric("set_f1"),
     "topk_removal": _removal("topk_removal"),
     "flip_test": _removal("flip_test"),
     "brittleness": _removal("brittleness"),
