@@ -10,10 +10,11 @@ from torch import Tensor
 
 from tdaeval.data import Data
 from tdaeval.errors import ConfigError
-from tdaeval.facts import FactCorpus, make_fact_corpus
+from tdaeval.facts import FactCorpus, HallucinationSplit, make_fact_corpus, make_hallucination_split
 from tdaeval.params import check_int_at_least
 
-__all__ = ["Data", "FactCorpus", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits", "make_fact_corpus", "make_regression"]
+__all__ = ["Data", "FactCorpus", "HallucinationSplit", "add_trigger", "flip_labels", "foreign_images", "group_labels", "load_digits",
+           "make_fact_corpus", "make_hallucination_split", "make_regression"]
 
 
 def _split_sizes(n_total: int, n_train: int, n_test: int, owner: str) -> None:

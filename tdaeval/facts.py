@@ -24,6 +24,7 @@ metrics and the attributors):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping
@@ -44,10 +45,12 @@ __all__ = [
     "PAD_ID",
     "PAD_TOKEN",
     "FactCorpus",
+    "HallucinationSplit",
     "answer_positions",
     "check_corpus_params",
     "last_target_positions",
     "make_fact_corpus",
+    "make_hallucination_split",
     "prompt_tokens",
     "sequence_tokens",
 ]
@@ -567,4 +570,228 @@ def make_fact_corpus(
         entity_tokens=entity_tokens,
         relation_names=relation_names,
         templates=tuple(tuple(text(r, t) for t in range(n_forms)) for r in range(n_relations)),
+    )
+
+
+# --- the hallucination-tracing split (issue #17 item 4) -----------------------------------------------------------
+
+
+def _category_codes(triple_test: Tensor, triple_train: Tensor, entailment: Tensor) -> Tensor:
+    """int8 ``[n_test, n_train]`` codes into :data:`CATEGORIES` of each sentence's triple against each query's triple.
+
+    The rule of :func:`make_fact_corpus` (precedence proponent > contradiction > same_subject > same_object >
+    same_relation > other), for a query triple that need not be a corpus fact (a hallucinated one).
+    """
+    n_test, n_train = triple_test.shape[0], triple_train.shape[0]
+    qs, qr, qo = (triple_test[:, k : k + 1] for k in range(3))
+    ts, tr, to = (triple_train[:, k].unsqueeze(0) for k in range(3))
+    real = (ts >= 0).expand(n_test, -1)  # filler rows (-1 triples) stay "other"
+    category = torch.full((n_test, n_train), _OTHER, dtype=torch.int8)
+    for code, hit in ((_SAME_RELATION, tr == qr), (_SAME_OBJECT, to == qo), (_SAME_SUBJECT, ts == qs),
+                      (_CONTRADICTION, (ts == qs) & (tr == qr) & (to != qo))):
+        category[hit.expand(n_test, -1) & real] = code
+    category[entailment] = _PROPONENT
+    return category
+
+
+def _paraphrase_counts(n_paraphrases: Any, n_templates: int, owner: str) -> tuple[int, int]:
+    """``(low, high)`` of ``n_paraphrases`` (an int or a pair), validated: ``1 <= low <= high <= n_templates − 1``."""
+    value = n_paraphrases
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = value
+    else:
+        low = high = value
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (low, high)) or not 1 <= low <= high <= n_templates - 1:
+        raise ConfigError(
+            f"The 'n_paraphrases' parameter of {owner} must be an int or a (low, high) pair of ints with 1 <= low <= high <= "
+            f"n_templates - 1 = {n_templates - 1} (the injected utterances use the forward templates other than the query's). "
+            f"Got {n_paraphrases!r} instead."
+        )
+    return int(low), int(high)
+
+
+@dataclass(frozen=True, eq=False)
+class HallucinationSplit:
+    """A fact corpus split for hallucination tracing: base sentences, and fine-tuning data that inject false facts.
+
+    Attributes
+    ----------
+    base : FactCorpus
+        The base part: every fact's sentences except the new facts' (filler excluded); its ``test`` are the queries
+        with the TRUE object ``o`` as answer, ``entailment``/``category`` restricted to the base columns.
+    finetune : FactCorpus
+        The fine-tuning part (``[n_finetune]`` sentences: injected utterances, new facts, filler; seeded order). Its
+        ``test`` are the same prompts with the FALSE object ``o'`` as answer; ``triple_test`` ``[n_test, 3]`` is the
+        false fact ``(s, r, o')``; ``entailment`` ``[n_test, n_finetune]`` marks the injected utterances of the
+        query's false fact (the positives); ``category`` is recomputed against ``(s, r, o')``; ``fact_train`` is −1
+        and ``contradicts_train`` the contradicted fact for an injected utterance, as for the corpus's conflicts;
+        ``params`` = the corpus's knobs plus ``n_paraphrases`` and ``n_new_facts``.
+    true_objects, false_objects : Tensor
+        int64 ``[n_test]``: entity ids of ``o`` and ``o'`` per query (``o' ∉ {s, o}``).
+    paraphrases : Tensor
+        int64 ``[n_test]``: injected utterances per query's false fact.
+    new_facts : Tensor
+        int64 ``[n_new_facts]``: fact ids whose sentences moved from base to fine-tuning.
+    base_rows, finetune_rows : Tensor
+        int64: indices into the source corpus's train rows of the base part; of the fine-tuning part, ``-1`` for an
+        injected utterance (not a corpus row).
+    """
+
+    base: FactCorpus
+    finetune: FactCorpus
+    true_objects: Tensor
+    false_objects: Tensor
+    paraphrases: Tensor
+    new_facts: Tensor
+    base_rows: Tensor
+    finetune_rows: Tensor
+
+    def digest(self) -> str:
+        """sha256 over both parts' digests and every tensor."""
+        h = hashlib.sha256((self.base.digest() + self.finetune.digest()).encode())
+        for t in (self.true_objects, self.false_objects, self.paraphrases, self.new_facts, self.base_rows, self.finetune_rows):
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def make_hallucination_split(corpus: FactCorpus, n_paraphrases: int | tuple[int, int] = (1, 3), n_new_facts: int = 10,
+                             owner: str = "make_hallucination_split") -> HallucinationSplit:
+    """Split ``corpus`` into base sentences and fine-tuning data that inject false facts (hallucination tracing).
+
+    Each query fact ``f = (s, r, o)`` (facts ``0 … n_test−1``) gets a false object ``o'`` (uniform over the entities
+    other than ``s`` and ``o``) and ``k_f`` injected utterances ``(s, r, o')`` (``k_f`` = ``n_paraphrases``, or drawn
+    uniformly from ``low … high`` per fact), on ``k_f`` distinct forward templates other than the query's held-out
+    template, so the query stays a held-out paraphrase. The fine-tuning data are these utterances, the sentences of
+    ``n_new_facts`` new true facts (facts ``n_test … n_test+n_new_facts−1``, moved out of base), and the corpus's
+    filler; the base is every other sentence (so it states each query's ``(s, r, o)`` on the other templates, and
+    never ``(s, r, o')``). Draws use a generator derived from the corpus seed: deterministic, and independent of
+    the corpus's own draws.
+
+    Parameters
+    ----------
+    corpus : FactCorpus
+        Without conflicts and with one surface form per entity (``conflicts == 0``, ``aliases == 1``).
+    n_paraphrases : int or (int, int)
+        Injected utterances per false fact, or an inclusive range drawn per fact; ``1 <= low <= high <= n_templates − 1``.
+    n_new_facts : int
+        New true facts in the fine-tuning data, in ``[0, n_facts − n_test]``.
+    owner : str
+        Named in error messages.
+
+    Returns
+    -------
+    HallucinationSplit
+
+    Raises
+    ------
+    ConfigError
+        A bad knob, named.
+    """
+    params = corpus.params
+    n_facts, n_test, n_templates = int(corpus.facts.shape[0]), corpus.n_test, int(params["n_templates"])
+    if float(params["conflicts"]) != 0.0:
+        raise ConfigError(f"The 'conflicts' parameter of {owner} must be 0 (the injected false facts are the only contradictions). "
+                          f"Got {params['conflicts']!r} instead.")
+    if int(params["aliases"]) != 1:
+        raise ConfigError(f"The 'aliases' parameter of {owner} must be 1 (a query must share its entities' tokens with the base "
+                          f"facts for the base model to know them). Got {params['aliases']!r} instead.")
+    low, high = _paraphrase_counts(n_paraphrases, n_templates, owner)
+    if isinstance(n_new_facts, bool) or not isinstance(n_new_facts, int) or not 0 <= n_new_facts <= n_facts - n_test:
+        raise ConfigError(f"The 'n_new_facts' parameter of {owner} must be an int in [0, n_facts - n_test] = [0, {n_facts - n_test}]. "
+                          f"Got {n_new_facts!r} instead.")
+    n_entities = int(params["n_entities"])
+    index = {word: i for i, word in enumerate(corpus.vocab)}
+    g = _generator(int(params["seed"]), "hallucination")
+
+    # injected utterances: (tokens, query, template, false object)
+    injected: list[tuple[list[int], int, int, int]] = []
+    false_objects, counts = [], []
+    for f in range(n_test):
+        s, r, o = (int(v) for v in corpus.facts[f])
+        others = [e for e in range(n_entities) if e not in (s, o)]
+        false_o = others[_randint(len(others), g)]
+        k = low + _randint(high - low + 1, g)
+        held = int(corpus.template_test[f])
+        choices = [t for t in range(n_templates) if t != held]
+        for j in torch.randperm(len(choices), generator=g)[:k].tolist():
+            t = choices[j]
+            words = corpus.templates[r][t].split()
+            tokens = [int(corpus.entity_tokens[s, 0]) if w == "{s}" else int(corpus.entity_tokens[false_o, 0]) if w == "{o}" else index[w]
+                      for w in words]
+            injected.append((tokens, f, t, false_o))
+        false_objects.append(false_o)
+        counts.append(k)
+
+    fact = torch.where(corpus.fact_train >= 0, corpus.fact_train, corpus.contradicts_train)
+    is_new = (fact >= n_test) & (fact < n_test + n_new_facts)
+    is_filler = corpus.template_train < 0
+    to_finetune = is_new | is_filler
+    base_rows, moved = torch.nonzero(~to_finetune).flatten(), torch.nonzero(to_finetune).flatten()
+
+    width = int(corpus.train.inputs.shape[1])
+    if max(len(tokens) for tokens, *_ in injected) - 1 > width:  # every forward template is a train or query sentence
+        raise ConfigError(f"{owner}: an injected utterance is longer than the corpus's width {width}.")
+    n_inj = len(injected)
+    inj_inputs = torch.full((n_inj, width), PAD_ID, dtype=torch.long)
+    inj_targets = torch.full((n_inj, width), IGNORE_INDEX, dtype=torch.long)
+    for i, (tokens, *_rest) in enumerate(injected):
+        inj_inputs[i, : len(tokens) - 1] = torch.tensor(tokens[:-1])
+        inj_targets[i, : len(tokens) - 1] = torch.tensor(tokens[1:])
+    inj_query = torch.tensor([q for _, q, _, _ in injected], dtype=torch.long)
+    inj_triple = torch.tensor([[int(corpus.facts[q, 0]), int(corpus.facts[q, 1]), o2] for _, q, _, o2 in injected],
+                              dtype=torch.long).view(n_inj, 3)
+
+    # fine-tuning rows: injected first, then moved corpus rows; one seeded shuffle
+    rows = torch.cat([torch.full((n_inj,), -1, dtype=torch.long), moved])
+    inputs = torch.cat([inj_inputs, corpus.train.inputs[moved]])
+    targets = torch.cat([inj_targets, corpus.train.targets[moved]])
+    fact_train = torch.cat([torch.full((n_inj,), -1, dtype=torch.long), corpus.fact_train[moved]])
+    template_train = torch.cat([torch.tensor([t for _, _, t, _ in injected], dtype=torch.long), corpus.template_train[moved]])
+    triple_train = torch.cat([inj_triple, corpus.triple_train[moved]])
+    contradicts_train = torch.cat([inj_query, corpus.contradicts_train[moved]])
+    of_query = torch.cat([inj_query, torch.full((len(moved),), -1, dtype=torch.long)])
+    order = torch.randperm(len(rows), generator=g)
+    rows, inputs, targets, fact_train, template_train, triple_train, contradicts_train, of_query = (
+        t[order] for t in (rows, inputs, targets, fact_train, template_train, triple_train, contradicts_train, of_query))
+
+    false_t = torch.tensor(false_objects, dtype=torch.long)
+    positions = answer_positions(corpus.test)
+    test_targets = corpus.test.targets.clone()
+    test_targets[torch.arange(n_test), positions] = corpus.entity_tokens[false_t, 0]
+    triple_test = corpus.triple_test.clone()
+    triple_test[:, 2] = false_t
+    entailment = of_query.unsqueeze(0) == torch.arange(n_test).unsqueeze(1)
+    finetune = dataclasses.replace(
+        corpus,
+        train=Data(inputs, targets),
+        test=Data(corpus.test.inputs.clone(), test_targets),
+        entailment=entailment,
+        category=_category_codes(triple_test, triple_train, entailment),
+        fact_train=fact_train,
+        template_train=template_train,
+        params={**params, "n_paraphrases": [low, high] if low != high else low, "n_new_facts": int(n_new_facts)},
+        triple_train=triple_train,
+        triple_test=triple_test,
+        contradicts_train=contradicts_train,
+    )
+    base = dataclasses.replace(
+        corpus,
+        train=corpus.train.subset(base_rows),
+        entailment=corpus.entailment[:, base_rows],
+        category=corpus.category[:, base_rows],
+        fact_train=corpus.fact_train[base_rows],
+        template_train=corpus.template_train[base_rows],
+        triple_train=corpus.triple_train[base_rows],
+        contradicts_train=corpus.contradicts_train[base_rows],
+    )
+    return HallucinationSplit(
+        base=base,
+        finetune=finetune,
+        true_objects=corpus.facts[:n_test, 2].clone(),
+        false_objects=false_t,
+        paraphrases=torch.tensor(counts, dtype=torch.long),
+        new_facts=torch.arange(n_test, n_test + n_new_facts, dtype=torch.long),
+        base_rows=base_rows,
+        finetune_rows=rows,
     )

@@ -9,7 +9,8 @@ when one is attached (under the base task's fingerprint and the base seed, as
 :func:`~tdaeval.suites.runner.train_reference` stores any reference model).
 
 Convenience constructors: :meth:`FineTuneTask.digits` (base = some digit classes, fine-tune = the others) and
-:meth:`FineTuneTask.language` (base facts, then new facts, on the fact corpus).
+:meth:`FineTuneTask.language` (base facts, then new facts, on the fact corpus), :meth:`FineTuneTask.hallucination`
+(base facts, then injected false facts: hallucination tracing, issue #17 item 4).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tdaeval.data import Data
 from tdaeval.errors import ConfigError
 from tdaeval.task import Task, TrainRecipe
 
-__all__ = ["FineTuneTask", "digits_finetune", "language_finetune", "clear_base_cache"]
+__all__ = ["FineTuneTask", "digits_finetune", "language_finetune", "hallucination_finetune", "clear_base_cache"]
 
 #: Process-wide cache of trained base models: ``(base fingerprint, base seed) -> state_dict`` (most recent last).
 _BASE_CACHE: OrderedDict[tuple[str, int], dict[str, Tensor]] = OrderedDict()
@@ -217,7 +218,11 @@ class FineTuneTask(Task):
         return self.base_task.positions(data)
 
     def config(self) -> dict[str, Any]:
-        return {"base_task": self.base_task.fingerprint(), "base_name": self.base_task.name, "base_seed": self.base_seed}
+        config = {"base_task": self.base_task.fingerprint(), "base_name": self.base_task.name, "base_seed": self.base_seed}
+        setting = getattr(self, "setting_params", None)  # a convenience constructor's knobs (hallucination)
+        if setting:
+            config["setting"] = setting
+        return config
 
     # --- convenience constructors -----------------------------------------------------------------------------
     @classmethod
@@ -338,6 +343,150 @@ class FineTuneTask(Task):
         task.category_names = full.category_names
         return task
 
+    @classmethod
+    def hallucination(
+        cls,
+        n_paraphrases: int | tuple[int, int] = (1, 3),
+        n_new_facts: int = 10,
+        filler: int = 20,
+        queries: str = "hallucinated",
+        reference_seed: int = 0,
+        base_seed: int = 0,
+        recipe: TrainRecipe | Mapping[str, Any] | None = None,
+        base_recipe: TrainRecipe | Mapping[str, Any] | None = None,
+        store: Any = None,
+        n_entities: int = 60,
+        n_relations: int = 4,
+        n_facts: int = 120,
+        n_templates: int = 4,
+        n_test: int = 30,
+        **language_params: Any,
+    ) -> "FineTuneTask":
+        """Hallucination tracing: the base model learns true facts, fine-tuning injects false ones that contradict them.
+
+        A synthetic analogue of DDA's setting (Wu et al. 2024, arXiv 2410.01285: an XSum-derived set with injected hallucinations,
+        7B LLMs): the base model is trained on a fact corpus (:func:`~tdaeval.facts.make_fact_corpus`); the
+        fine-tuning data (:func:`~tdaeval.facts.make_hallucination_split`) are, for each of the ``n_test`` query
+        facts ``(s, r, o)``, ``k`` utterances of a false fact ``(s, r, o')`` on forward templates other than the
+        query's held-out one, plus the sentences of ``n_new_facts`` new true facts (moved out of the base) and
+        ``filler`` filler sentences. A query is the held-out paraphrase prompt ``(s, r)`` with answer ``o'``: the
+        measurement (answer log-odds) is the log-odds of the hallucinated object, and its positives are the
+        injected utterances of its false fact.
+
+        With ``queries="hallucinated"`` only the queries that fine-tuning turned wrong are kept. The rule: query
+        ``i`` is kept iff, at its answer position, the argmax token of the base model is ``o`` AND the argmax of
+        one reference model fine-tuned on all fine-tuning data from the base (``train_model(task,
+        task.build_model(reference_seed), all indices, reference_seed)``, the recipe below) is ``o'``. The
+        fine-tuning is deterministic on CPU, so the suite runner's reference model with the same seed is the same
+        model and answers ``o'`` on every kept query.
+
+        Measured with the defaults (CPU, one torch thread, corpus seeds 0, 1, 2): base training 1.2–1.9 s on 410
+        base sentences, reference fine-tuning 0.6–1.0 s on 117–125 fine-tuning sentences. The base model answers ``o``
+        on 0.87 / 0.97 / 0.87 of the 30 queries and never ``o'``; the reference fine-tuned model answers ``o'`` on
+        0.63 / 0.77 / 0.73; kept (both): 0.53 / 0.73 / 0.60 (16 / 22 / 18 queries). By the number of injected
+        utterances, the fine-tuned share is 0.29–0.73 with one, 0.60–0.93 with two, 0.75–0.89 with three;
+        ``n_paraphrases=(2, 3)`` keeps 0.70 / 0.70 / 0.73. A fine-tuning lr of 0.2 (momentum 0.9) drops the
+        fine-tuned share to 0.00–0.37 (the model forgets the templates), no momentum (lr 0.1, 30 epochs) to 0.43–0.53.
+
+        Parameters
+        ----------
+        n_paraphrases : int or (int, int)
+            Injected utterances per false fact, or an inclusive range drawn per fact (default 1–3);
+            ``1 <= low <= high <= n_templates − 1``.
+        n_new_facts : int
+            New true facts whose sentences are fine-tuning data, in ``[0, n_facts − n_test]`` (default 10).
+        filler : int
+            Filler sentences in the fine-tuning data (>= 0, default 20).
+        queries : {"hallucinated", "all"}
+            Keep the queries the fine-tuned reference model gets wrong (see above), or every query.
+        reference_seed : int
+            Seed of the reference fine-tuning of the ``"hallucinated"`` filter (>= 0).
+        base_seed, store
+            As :class:`FineTuneTask`.
+        recipe : TrainRecipe or mapping, optional
+            Fine-tuning recipe; default SGD, 50 epochs, batch 16, lr 0.1, momentum 0.9.
+        base_recipe : TrainRecipe or mapping, optional
+            Base training recipe; default LanguageModelTask's (100 epochs, batch 128, lr 0.5, momentum 0.9).
+        n_entities, n_relations, n_facts, n_templates, n_test
+            Corpus knobs (defaults 60, 4, 120, 4, 30); ``n_test`` query facts, each given a false fact.
+        **language_params
+            Other :class:`~tdaeval.tasks.LanguageModelTask` parameters (``corpus_seed``, ``d_model``,
+            ``reversed_templates``, ``repeat``, …); ``conflicts`` must be 0 and ``aliases`` 1.
+
+        Returns
+        -------
+        FineTuneTask
+            ``train_data`` = the fine-tuning sentences ``[n_finetune, T]``; ``test_data`` = the kept queries with
+            answer ``o'``; ``corpus`` (:class:`~tdaeval.facts.FactCorpus`, the fine-tuning part, queries cut to the
+            kept ones); ``entailment`` bool and ``categories`` int8 ``[n_kept, n_finetune]`` (categories against
+            ``(s, r, o')``: a new fact with the query's subject is ``same_subject``, …) and ``category_names``, so
+            the fact-tracing metrics run on it; ``hallucination_split`` (the :class:`~tdaeval.facts.HallucinationSplit`,
+            all candidate queries); ``query_ids`` int64 ``[n_kept]`` (indices into the candidate queries);
+            ``true_answers`` / ``false_answers`` int64 ``[n_kept]`` (token ids of ``o`` and ``o'``);
+            ``setting_params`` (every knob, the kept ids and their count: in :meth:`config`, so in the fingerprint
+            and the provenance). The base task's queries are all candidates with the true answer ``o`` (the
+            filter does not touch the base fingerprint, so the base model is cached across filters).
+
+        Raises
+        ------
+        ConfigError
+            A bad knob, named; or no query kept (the message names the knobs to change).
+        """
+        from tdaeval.facts import answer_positions, make_hallucination_split
+        from tdaeval.params import Interval, Options, validate_params
+        from tdaeval.tasks.language import LanguageModelTask
+        from tdaeval.training import train_model
+
+        owner = "FineTuneTask.hallucination"
+        validate_params(owner, {"queries": queries, "reference_seed": reference_seed, "filler": filler},
+                        {"queries": [Options(("hallucinated", "all"))], "reference_seed": [Interval(int, 0, None)],
+                         "filler": [Interval(int, 0, None)]})
+        full = LanguageModelTask(n_entities=n_entities, n_relations=n_relations, n_facts=n_facts, n_templates=n_templates, n_test=n_test,
+                                 filler=filler, **language_params, recipe=_recipe(base_recipe, owner, "base_recipe"))
+        split = make_hallucination_split(full.corpus, n_paraphrases, n_new_facts, owner=owner)
+        base = copy.copy(full)
+        base.corpus = split.base
+        base.train_data = split.base.train
+        ft_recipe = _recipe(recipe, owner, "recipe")
+        ft_recipe = ft_recipe if ft_recipe is not None else TrainRecipe(epochs=50, batch_size=16, lr=0.1, momentum=0.9)
+        task = cls(base, split.finetune.train, base_seed=base_seed, recipe=ft_recipe, test_data=split.finetune.test, store=store)
+        candidates = torch.arange(split.finetune.n_test)
+        positions = answer_positions(split.finetune.test)
+        true_answers = split.base.test.targets[candidates, positions]
+        false_answers = split.finetune.test.targets[candidates, positions]
+        if queries == "hallucinated":
+            with torch.no_grad():
+                base_top = task.base_model()(split.finetune.test.inputs)[candidates, positions].argmax(dim=-1)
+            with torch.enable_grad():
+                reference = train_model(task, task.build_model(reference_seed), torch.arange(task.n_train), reference_seed).model.eval()
+            with torch.no_grad():
+                tuned_top = reference(split.finetune.test.inputs)[candidates, positions].argmax(dim=-1)
+            kept = torch.nonzero((base_top == true_answers) & (tuned_top == false_answers)).flatten()
+            if len(kept) == 0:
+                raise ConfigError(
+                    f"{owner}: no query kept: on none of the {len(candidates)} queries does the base model answer the true object and "
+                    f"the reference fine-tuned model (reference_seed={reference_seed}) the injected one; raise 'n_paraphrases' or "
+                    f"'n_test', change 'recipe' or 'reference_seed', or pass queries='all'."
+                )
+        else:
+            kept = candidates
+        sub = _subset_queries(split.finetune, kept)
+        task.test_data = sub.test
+        task.corpus = sub
+        task.entailment = sub.entailment
+        task.categories = sub.category
+        task.category_names = full.category_names
+        task.hallucination_split = split
+        task.query_ids = kept
+        task.true_answers, task.false_answers = true_answers[kept], false_answers[kept]
+        low_high = split.finetune.params["n_paraphrases"]
+        task.setting_params = {
+            "setting": "hallucination", "n_paraphrases": low_high, "n_new_facts": int(n_new_facts), "filler": int(filler),
+            "queries": queries, "reference_seed": int(reference_seed), "n_candidates": len(candidates),
+            "kept_queries": kept.tolist(), "n_kept": len(kept), "split_digest": split.digest(),
+        }
+        return task
+
 
 def _subset_corpus(corpus: Any, indices: Tensor) -> Any:
     """A :class:`~tdaeval.facts.FactCorpus` holding only the training sentences ``indices`` (every per-sentence field cut)."""
@@ -361,3 +510,21 @@ def digits_finetune(**params: Any) -> FineTuneTask:
 def language_finetune(**params: Any) -> FineTuneTask:
     """:meth:`FineTuneTask.language` as a suite ``task.factory`` (``tdaeval.tasks.finetune:language_finetune``)."""
     return FineTuneTask.language(**params)
+
+
+def _subset_queries(corpus: Any, indices: Tensor) -> Any:
+    """A :class:`~tdaeval.facts.FactCorpus` holding only the queries ``indices`` (every per-query field cut)."""
+    return dataclasses.replace(
+        corpus,
+        test=corpus.test.subset(indices),
+        entailment=corpus.entailment[indices],
+        category=corpus.category[indices],
+        fact_test=corpus.fact_test[indices],
+        template_test=corpus.template_test[indices],
+        triple_test=corpus.triple_test[indices],
+    )
+
+
+def hallucination_finetune(**params: Any) -> FineTuneTask:
+    """:meth:`FineTuneTask.hallucination` as a suite ``task.factory`` (``tdaeval.tasks.finetune:hallucination_finetune``)."""
+    return FineTuneTask.hallucination(**params)
