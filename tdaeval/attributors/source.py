@@ -98,7 +98,9 @@ class Source(Attributor):
     """Source (Bae et al. 2024): segment-wise unrolled influence over the training trajectory.
 
     Needs the checkpoints of the training run (``fit(..., checkpoints=...)``,
-    e.g. ``train_model(..., n_checkpoints=6).checkpoints``) and a model whose
+    e.g. ``train_model(..., n_checkpoints=6).checkpoints``; an epoch-0 checkpoint,
+    ``include_initial=True``, is the first segment's start and changes nothing,
+    since every segment ends at a trained checkpoint) and a model whose
     (tracked) parameters all sit in ``nn.Linear`` / ``nn.Conv2d`` layers
     (EK-FAC curvature): on a model with embeddings or LayerNorm, use
     ``params="linear"``.
@@ -173,14 +175,23 @@ class Source(Attributor):
         momentum = recipe.momentum if self.momentum is None else self.momentum
         steps = self.steps_per_epoch or math.ceil(len(self.train_) / recipe.batch_size)
         self.weight_decay_ = float(recipe.weight_decay)
+        # The epoch-0 checkpoint (train_model(..., include_initial=True); a FineTuneTask's base model) is where the
+        # first segment starts, not a segment: no step led there (lr 0.0). Segments always start at epoch 0 and take
+        # their curvature, gradients and lr at the checkpoints that end their steps, so it adds nothing.
+        trained = sorted((c for c in checkpoints if c.epoch > 0), key=lambda c: c.epoch)
+        if not trained:
+            raise AttributorError(
+                f"Attributor {self.display_name!r}: needs a checkpoint after at least one epoch of training; "
+                f"got epochs {sorted(c.epoch for c in checkpoints)}."
+            )
+        checkpoints = trained
         n_segments = min(self.n_segments, len(checkpoints))
         if n_segments < self.n_segments:
             warnings.warn(
-                f"{self.display_name}: {len(checkpoints)} checkpoint(s) for n_segments={self.n_segments}; "
+                f"{self.display_name}: {len(checkpoints)} checkpoint(s) after epoch 0 for n_segments={self.n_segments}; "
                 f"using {n_segments} segment(s).",
                 stacklevel=3,
             )
-        checkpoints = sorted(checkpoints, key=lambda c: c.epoch)
         self.segments_: list[SourceSegment] = []
         previous_epoch = 0
         for group in np.array_split(np.arange(len(checkpoints)), n_segments):
