@@ -144,6 +144,19 @@ class Attributor(ValidatedInit, ABC):
             )
         return self.checkpoints_
 
+    def _trained_checkpoints(self) -> list[tuple[int, Any]]:
+        """``(index, checkpoint)`` of the checkpoints passed to :meth:`fit` other than epoch 0, in the order given.
+
+        An epoch-0 checkpoint (``train_model(..., include_initial=True)``: the initial parameters, a fine-tuning task's
+        base model; recorded with lr 0) is where training started, not a point it trained to: attributors over the
+        run's trajectory skip it. Only epoch-0 checkpoints is an ``AttributorError`` naming the attributor.
+        """
+        trained = [(k, c) for k, c in enumerate(self._checkpoints()) if getattr(c, "epoch", None) != 0]
+        if not trained:
+            raise AttributorError(f"Attributor {self.display_name!r} needs a checkpoint after at least one epoch of training; "
+                                  "got only epoch-0 (initial) checkpoints.")
+        return trained
+
     def _checkpoint_params(self, index: int, checkpoint: Any, *, exact: bool = False, bare_dict: bool = False) -> dict[str, Tensor]:
         """The parameters of checkpoint ``index`` passed to :meth:`fit`, checked by name against the fitted model's.
 

@@ -301,6 +301,10 @@ class NaiveEnsemble(Ensemble):
 class CheckpointEnsemble(Ensemble):
     """The last ``C`` checkpoints of the training run passed to ``fit``, one member each.
 
+    An epoch-0 checkpoint (``train_model(..., include_initial=True)``: the initial parameters, or a fine-tuning
+    task's base model) is not a point the run trained to and is never a member; only epoch-0 checkpoints is an
+    ``AttributorError``.
+
     Parameters
     ----------
     attributor, attributor_params, seed, device, batch_members
@@ -326,9 +330,10 @@ class CheckpointEnsemble(Ensemble):
         self.n_checkpoints = n_checkpoints
 
     def _members(self) -> list[tuple[nn.Module, list | None]]:
-        checkpoints = self._checkpoints()
-        first = 0 if self.n_checkpoints is None else max(0, len(checkpoints) - self.n_checkpoints)
-        return [(self._checkpoint_model(k, checkpoints[k]).eval(), None) for k in range(first, len(checkpoints))]
+        trained = self._trained_checkpoints()
+        if self.n_checkpoints is not None:
+            trained = trained[-self.n_checkpoints:]
+        return [(self._checkpoint_model(k, c).eval(), None) for k, c in trained]
 
 
 # --- dropout ------------------------------------------------------------------------------------------------

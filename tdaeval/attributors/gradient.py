@@ -367,7 +367,8 @@ class TracIn(_GradientAttributor):
     """TracIn over checkpoints: ``Σ_c η_c ∇(-f)_c(z) · ∇L_c(z_i)``.
 
     Needs the checkpoints of the training run (``fit(..., checkpoints=...)``;
-    :func:`tdaeval.evaluate` passes those of the reference run).
+    :func:`tdaeval.evaluate` passes those of the reference run); an epoch-0
+    checkpoint (``include_initial=True``, lr 0) is skipped.
 
     Parameters
     ----------
@@ -381,16 +382,17 @@ class TracIn(_GradientAttributor):
     def _fit(self) -> None:
         self.model_.eval()
         self._track()
-        params = [self._checkpoint_params(k, c) for k, c in enumerate(self._checkpoints())]  # names checked: a subset is allowed
+        self.trained_ = [c for _, c in self._trained_checkpoints()]  # epoch 0 (lr 0) adds nothing: skipped
+        params = [self._checkpoint_params(k, c) for k, c in self._trained_checkpoints()]  # names checked: a subset is allowed
         self.train_grads_ = [self._gradients(self.task_.loss, self.train_, p) for p in params]
 
     def _prepare_chunks(self, test: Data) -> list[GradientSet]:
         objective = _measurement_objective(self.task_)
-        return [self._gradients(objective, test, checkpoint.params) for checkpoint in self.checkpoints_]
+        return [self._gradients(objective, test, checkpoint.params) for checkpoint in self.trained_]
 
     def _attribute_chunk(self, prepared: list[GradientSet], start: int, stop: int) -> Tensor:
         total = None
-        for checkpoint, test_grads, train_grads in zip(self.checkpoints_, prepared, self.train_grads_):
+        for checkpoint, test_grads, train_grads in zip(self.trained_, prepared, self.train_grads_):
             term = checkpoint.lr * test_grads.dot(train_grads.rows(start, stop))
             total = term if total is None else total + term
         return total
