@@ -141,3 +141,20 @@ def test_tutorial_06_fact_tracing(tmp_path):
     # The ground truth went to TDAEVAL_CACHE_DIR, and nothing else was written next to the script.
     assert any((tmp_path / "cache" / "objects").rglob("*.safetensors"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + TEST_MARGIN_S)
+def test_tutorial_07_fine_tuning_and_dda(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(tmp_path, "07_fine_tuning_and_dda.py", str(out), timeout=SUBPROCESS_TIMEOUT_S)
+    grid = {"grad_dot", "grad_dot+denoise", "grad_dot+debias", "dda(grad_dot)"}
+    traced = _results(out)
+    assert all(r["error"] is None and r["value"] is not None for r in traced)
+    lm_attributors = {"random", "bm25", "entailment", *grid, "influence", "influence+denoise", "influence+debias", "dda(influence)"}
+    assert {(r["attributor"], r["metric"]) for r in traced} == {(a, m) for a in lm_attributors for m in ("roc_auc", "recall_at_k", "mrr", "lds")}
+    digits = json.loads((out / "digits.json").read_text())["results"]
+    assert {(r["attributor"], r["metric"]) for r in digits} == {(a, "lds") for a in {"random", "tracin", *grid}}
+    for heading in ("hallucinated queries", "base model:", "injected", "roc_auc", "lds"):
+        assert heading in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]
