@@ -9,7 +9,9 @@ checkpoint ``θ_1 … θ_E`` and at the base parameters ``θ_0`` (the model befo
 over the checkpoints ("varying degrees of fitting"). The paper's code is not public (the repository's scoring
 files are empty) and only its abstract could be checked here, so the exact equations of its section 4 ("debias",
 "denoise"; the section number as the design notes cite it, itself unchecked) are reconstructions: every choice is a
-parameter of :class:`DDA`.
+parameter of :class:`DDA`. In particular ``debias_side`` chooses what the base term is: the inner attributor
+with both sides at ``θ_0`` (``"both"``, as written above), or, for gradient inners, only the query's gradient
+taken at the base, ``(∇f(q; θ_e) − ∇f(q; θ_0)) · ∇L(z_i; θ_e)`` (``"query"``).
 
 Scores are ``[n_test, n_train]``; positive means the training example supports the test measurement, the
 orientation of the inner attributor.
@@ -32,8 +34,10 @@ from tdaeval.params import Boolean, Instance, Interval, Options
 from tdaeval.scores import Attribution
 from tdaeval.task import Task
 
-__all__ = ["DDA", "DENOISE", "ZSCORE_OVER", "denoise_scores"]
+__all__ = ["DDA", "DEBIAS_SIDE", "DENOISE", "ZSCORE_OVER", "denoise_scores"]
 
+#: Which side of the inner attributor the debias term takes at the base ``θ_0``: both (query and training), or the query only.
+DEBIAS_SIDE = ("both", "query")
 #: The smoothing over checkpoints ("denoise"); ``None`` keeps the last checkpoint only.
 DENOISE = ("mean", "ema", "median", "zscore_mean")
 #: What ``denoise="zscore_mean"`` standardises: each query's row of a checkpoint's scores, or the whole matrix.
@@ -170,9 +174,29 @@ class DDA(WrappingAttributor):
     inner_params : dict, optional
         Parameters of an inner attributor given by name.
     debias : bool
-        Subtract the inner attributor at the base parameters (paper §4, "debias"; reconstructed: both the query and
-        the training side at ``θ_0``. The research notes leave open whether the paper evaluates only the query side
-        at the base, ``∇f(q; θ_0)``; that variant is not implemented). ``False``: the denoise-only ablation.
+        Subtract a base term (paper §4, "debias", reconstructed; which term: ``debias_side``). ``False``: the
+        denoise-only ablation.
+    debias_side : {"both", "query"}
+        What debias subtracts at checkpoint ``e`` (paper §4, "debias", reconstructed: the research notes leave open
+        whether the paper takes both gradients at the base or only the query's, ``∇f(q; θ_0)``). ``"both"``
+        (default): the inner attributor at the base, ``I_{θ_0}(z_i, q)``, both the query and the training side at
+        ``θ_0``. ``"query"``: only the query side at the base, against the checkpoint's own training gradient;
+        with ``g_q(θ) = ∇(−f)(q; θ)`` (``+f`` when lower is better, the :class:`GradDot` sign) and
+        ``g_i(θ) = ∇L(z_i; θ)``, the per-checkpoint score is, for ``inner="grad_dot"``,
+
+            ``(g_q(θ_e) − g_q(θ_0)) · g_i(θ_e)``
+
+        and for ``inner="grad_cos"``
+
+            ``cos(g_q(θ_e), g_i(θ_e)) − cos(g_q(θ_0), g_i(θ_e))``,
+
+        the Grad-Cos of the checkpoint minus the Grad-Cos of the base query gradient against the same training
+        gradient. That form (rather than the cosine of the debiased query gradient,
+        ``cos(g_q(θ_e) − g_q(θ_0), g_i(θ_e))``) is chosen because it is the grad_dot rule with each product
+        normalised as Grad-Cos normalises its own, so both terms are cosines on one scale and it goes to 0
+        smoothly as ``θ_e → θ_0``, where the cosine of a vanishing difference would be undefined (0/0) and
+        amplify float noise to unit size. Only for ``grad_dot`` and ``grad_cos`` (a ``ConfigError`` naming
+        ``debias_side`` and the inner otherwise); ignored when ``debias=False``. Cost as ``"both"``.
     denoise : {"mean", "ema", "median", "zscore_mean"} or None
         The smoothing over the fine-tuning checkpoints (paper §4, "denoise"; reconstructed: whether the paper averages,
         weights or normalises per checkpoint first could not be checked, hence the options, see
@@ -200,6 +224,7 @@ class DDA(WrappingAttributor):
         "inner": [Instance(str, "a registry name"), Instance(Attributor, "an Attributor instance")],
         "inner_params": [None, Instance(dict)],
         "debias": [Boolean()],
+        "debias_side": [Options(DEBIAS_SIDE)],
         "denoise": [None, Options(DENOISE)],
         "ema_decay": [Interval(float, 0.0, 1.0, closed="left")],
         "zscore_over": [Options(ZSCORE_OVER)],
@@ -215,12 +240,21 @@ class DDA(WrappingAttributor):
         ema_decay: float = 0.5,
         zscore_over: str = "query",
         batch_members: bool = True,
+        debias_side: str = "both",
     ) -> None:
         self.template_ = _inner_template(inner, inner_params)
         self.inner = inner if isinstance(inner, str) else self.template_.display_name
         self.inner_params = dict(inner_params or {})
         self.debias, self.denoise, self.ema_decay, self.zscore_over = debias, denoise, float(ema_decay), zscore_over
         self.batch_members = batch_members
+        self.debias_side = debias_side
+        if debias and debias_side == "query" and not isinstance(self.template_, GradDot):
+            raise ConfigError(f"The 'debias_side' parameter of DDA is 'query' only for inner='grad_dot' or 'grad_cos' (the query's "
+                              f"gradient at the base); got inner={self.template_.display_name!r}. Use debias_side='both'.")
+
+    def _query_side(self) -> bool:
+        """Whether the base term is the base query gradient against each checkpoint's training gradients (``debias_side="query"``)."""
+        return self.debias and self.debias_side == "query"
 
     def why_unsupported(self, task: Task, train: Data) -> str | None:
         """The inner attributor's refusal (e.g. a sequence task for a classifier-only inner), prefixed with DDA's name."""
@@ -306,19 +340,52 @@ class DDA(WrappingAttributor):
             return None
         return MemberStack.sq_norms(factors).sqrt().clamp_min(1e-12)
 
-    def _stacked_scores(self, test: Data) -> Tensor:
-        """``[K, n_test, n_train]`` float64 inner scores at every stacked parameter set (base first when debiasing)."""
+    def _stacked_scores(self, test: Data) -> tuple[Tensor, Tensor | None]:
+        """``([E, n_test, n_train]`` float64 inner scores at each fine-tuning checkpoint, the base term or None).
+
+        The base term is ``[1, n_test, n_train]``, the inner scores at ``θ_0`` (``debias_side="both"``), or
+        ``[E, n_test, n_train]``, the base test gradients against each checkpoint's training gradients (``"query"``).
+        """
         test_factors = self.stack_.factors(_measurement_objective(self.task_), test, self._stack_chunk())
+        test_norms = self._norms(test_factors)
+        if self._query_side():
+            finetuned = slice(1, None)
+            return (self._stacked_products(test_factors, test_norms, finetuned, finetuned),
+                    self._stacked_products(test_factors, test_norms, 0, finetuned))
+        every = self._stacked_products(test_factors, test_norms, slice(None), slice(None))
+        return (every[1:], every[:1]) if self.has_base_ else (every, None)
+
+    def _stacked_products(self, test_factors, test_norms: Tensor | None, test_sets: slice | int, train_sets: slice) -> Tensor:
+        """``[k, n_test, n_train]`` float64 gradient products (cosines for ``grad_cos``) of stacked sets.
+
+        Batch ``j`` pairs the test gradients at the ``j``-th set of ``test_sets`` (a slice; an int: that one set for
+        every ``j``) with the training gradients at the ``j``-th set of ``train_sets``.
+        """
+        def pick(t: Tensor, sets: slice | int, count: int) -> Tensor:
+            return t[sets] if isinstance(sets, slice) else t[sets : sets + 1].expand(count, *t.shape[1:])
+
+        count = len(range(len(self.stack_))[train_sets])
         total = None
         for name, (a_test, s_test) in test_factors.items():
             a_train, s_train = self.train_factors_[name]
-            term = torch.bmm(s_test, s_train.transpose(1, 2))
-            term *= torch.bmm(a_test, a_train.transpose(1, 2))
+            term = torch.bmm(pick(s_test, test_sets, count), s_train[train_sets].transpose(1, 2))
+            term *= torch.bmm(pick(a_test, test_sets, count), a_train[train_sets].transpose(1, 2))
             total = term if total is None else total + term
-        test_norms = self._norms(test_factors)
         if test_norms is not None:
-            total = total / test_norms[:, :, None] / self.train_norms_[:, None, :]
+            total = total / pick(test_norms, test_sets, count)[:, :, None] / self.train_norms_[train_sets][:, None, :]
         return total.double()
+
+    def _query_base_scores(self, test: Data) -> Tensor:
+        """``[E, n_test, n_train]`` float64 (generic path): the base model's test gradients against each checkpoint's training
+        gradients, ``g_q(θ_0) · g_i(θ_e)`` (each divided by both norms for ``grad_cos``), as float32 scores like the inner's."""
+        base_test, base_norms = self.base_member_._prepare_chunks(test)
+        out = []
+        for member in self.members_:
+            scores = base_test.dot(member.train_grads_)
+            if member.normalize:
+                scores = scores / base_norms[:, None] / member.train_norms_[None, :]
+            out.append(scores.to("cpu", torch.float32).double())
+        return torch.stack(out)
 
     def _storage_bytes(self, members: tuple[Any, list[Any]]) -> int:
         base, finetuned = members
@@ -334,21 +401,21 @@ class DDA(WrappingAttributor):
 
         The scores are ``I_{θ_e} − I_{θ_0}`` (``I_{θ_e}`` with ``debias=False``), float64, oldest checkpoint first;
         the scale is each row's largest absolute inner score (at ``θ_e`` or ``θ_0``), for :func:`denoise_scores`.
+        With ``debias_side="query"`` the subtracted term of checkpoint ``e`` is the base query gradient against
+        ``θ_e``'s training gradients (see :class:`DDA`), and it enters the scale in place of the score at ``θ_0``.
         """
         self._check_test(test, "checkpoint_scores")
         base = None
         if self.stack_ is not None:
-            raw = self._stacked_scores(test)
-            if self.has_base_:
-                base, raw = raw[0], raw[1:]
+            raw, base = self._stacked_scores(test)
         else:
             raw = torch.stack([_scores_of(member.attribute(test)) for member in self.members_])
             if self.base_member_ is not None:
-                base = _scores_of(self.base_member_.attribute(test))
+                base = self._query_base_scores(test) if self._query_side() else _scores_of(self.base_member_.attribute(test))[None]
         scale = raw.abs().amax(dim=2)
-        if base is not None:
-            scale = torch.maximum(scale, base.abs().amax(dim=1)[None])
-            raw = raw - base[None]
+        if base is not None:  # [1 or E, n_test, n_train]
+            scale = torch.maximum(scale, base.abs().amax(dim=2))
+            raw = raw - base
         return raw, scale
 
     def _attribute(self, test: Data) -> Tensor:

@@ -309,3 +309,95 @@ def test_dda_on_a_language_model_fine_tune_debiases_against_the_base_model():
     base = grad_dot_at(task.base_model())
     expected = sum(grad_dot_at(dda._checkpoint_model(k, c)) - base for k, c in enumerate(run.checkpoints)) / len(run.checkpoints)
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+# --- debias_side="query": only the query gradient at the base --------------------------------------------------------
+def _hand_gradients(task, model, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([n_test, P] ∇(∓measurement)(q; θ), [n_train, P] ∇loss(z_i; θ))`` in float64, literal per-example gradients by torch.func."""
+    sign = -1.0 if task.higher_is_better else 1.0
+    params = {k: v.detach().double() for k, v in params.items()}
+    model = model.double()
+
+    def per_example(objective, data):
+        def one(p, x, y):
+            return objective(functional_call(model, p, (x[None],)), y[None]).sum()
+
+        grads = vmap(grad(one), in_dims=(None, 0, 0))(params, data.inputs.double(), data.targets)
+        return torch.cat([grads[k].reshape(len(data), -1) for k in params], dim=1)
+
+    return per_example(lambda out, y: sign * task.measurement(out, y), task.test_data), per_example(task.loss, task.train_data)
+
+
+def _cosines(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    return (left @ right.T) / left.norm(dim=1)[:, None] / right.norm(dim=1)[None, :]
+
+
+@pytest.mark.parametrize("batch_members", [True, False])
+@pytest.mark.parametrize("denoise", ["mean", None])
+def test_query_side_equals_the_hand_formula_on_logistic_regression(finetuned, denoise, batch_members):
+    """grad_dot: S_e((g_q(θ_e) − g_q(θ_0)) · g_i(θ_e)); grad_cos: S_e(cos(g_q(θ_e), g_i(θ_e)) − cos(g_q(θ_0), g_i(θ_e)))."""
+    import copy
+
+    task, run = finetuned
+    grads = [_hand_gradients(task, copy.deepcopy(run.model), c.params) for c in run.checkpoints]  # epochs 0 (the base), 1, 2, 3
+    (q_base, _), finetuned_grads = grads[0], grads[1:] if denoise is not None else grads[-1:]
+    expected = {
+        "grad_dot": torch.stack([(q - q_base) @ g.T for q, g in finetuned_grads]).mean(0),
+        "grad_cos": torch.stack([_cosines(q, g) - _cosines(q_base, g) for q, g in finetuned_grads]).mean(0),
+    }
+    for inner, want in expected.items():
+        dda = _fit(task, run, inner=inner, debias_side="query", denoise=denoise, batch_members=batch_members)
+        assert (dda.stack_ is not None) == batch_members
+        got = dda.attribute(task.test_data).double()
+        assert want.abs().max() > 1e-3  # not trivially zero
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+        # the variant matters: debiasing both sides (the default) gives other scores
+        both = _fit(task, run, inner=inner, denoise=denoise, batch_members=batch_members).attribute(task.test_data).double()
+        assert (both - want).abs().max() > 1e-2 * want.abs().max()
+
+
+@pytest.mark.parametrize("inner", ["grad_dot", "grad_cos"])
+@pytest.mark.parametrize("denoise", ["mean", "zscore_mean", None])
+def test_query_side_shared_path_equals_generic_path(finetuned_mlp, inner, denoise):
+    task, run = finetuned_mlp
+    shared = _fit(task, run, inner=inner, debias_side="query", denoise=denoise)
+    generic = _fit(task, run, inner=inner, debias_side="query", denoise=denoise, batch_members=False)
+    assert shared.stack_ is not None and generic.stack_ is None and generic.base_member_ is not None
+    raw_shared, scale_shared = shared.checkpoint_scores(task.test_data)
+    raw_generic, scale_generic = generic.checkpoint_scores(task.test_data)
+    assert raw_generic.shape == (3 if denoise is not None else 1, task.n_test, task.n_train) and raw_generic.abs().max() > 0
+    torch.testing.assert_close(raw_shared, raw_generic, rtol=1e-5, atol=1e-5 * float(raw_generic.abs().max()))
+    torch.testing.assert_close(scale_shared, scale_generic, rtol=1e-5, atol=0.0)
+    got, want = shared.attribute(task.test_data).double(), generic.attribute(task.test_data).double()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_debias_side_defaults_to_both(finetuned):
+    task, run = finetuned
+    assert DDA().debias_side == "both"
+    assert torch.equal(_fit(task, run).attribute(task.test_data), _fit(task, run, debias_side="both").attribute(task.test_data))
+
+
+@pytest.mark.parametrize("batch_members", [True, False])
+@pytest.mark.parametrize("inner", ["grad_dot", "grad_cos"])
+@pytest.mark.parametrize("denoise", DENOISE)
+def test_query_side_scores_are_zero_when_nothing_was_fine_tuned(finetuned, inner, denoise, batch_members):
+    task, run = finetuned
+    base = run.checkpoints[0].params
+    unchanged = [Checkpoint(e, 0.1 if e else 0.0, {k: v.clone() for k, v in base.items()}) for e in range(4)]
+    params = {"inner": inner, "debias_side": "query", "denoise": denoise, "batch_members": batch_members}
+    scores = _fit(task, run, checkpoints=unchanged, **params).attribute(task.test_data)
+    real = _fit(task, run, **params).attribute(task.test_data)
+    assert real.abs().max() > 0  # the oracle can fail
+    torch.testing.assert_close(scores, torch.zeros_like(scores), rtol=0.0, atol=1e-6 * float(real.abs().max()))
+
+
+@pytest.mark.parametrize("inner,inner_params", [("similarity", {}), ("influence", {"solver": "ekfac", "params": "linear"}), ("trak", {})])
+def test_query_side_for_another_inner_is_a_one_line_config_error(inner, inner_params):
+    with pytest.raises(ConfigError, match=f"'debias_side' parameter of DDA.*{inner}") as info:
+        DDA(inner=inner, inner_params=inner_params, debias_side="query")
+    assert "\n" not in str(info.value)
+    DDA(inner=inner, inner_params=inner_params, debias=False, debias_side="query")  # ignored without debias
+    with pytest.raises(ConfigError, match="'debias_side' parameter of DDA") as info:
+        DDA(debias_side="train")
+    assert "\n" not in str(info.value)
